@@ -1,0 +1,61 @@
+/**
+ * `vdisk map`: the mapping map (qemu-img map compatible) or the allocation map.
+ */
+import { VdiskError } from '../../errors.js';
+import type { Image } from '../../image.js';
+import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, mapEntryJson } from '../format/map-format.js';
+import type { Output } from '../output.js';
+
+/** Options of the map command after parsing. */
+export interface MapCommandOptions {
+  readonly output: 'human' | 'json';
+  readonly mode: 'mapping' | 'allocation';
+  readonly start: number;
+  readonly maxLength: number | undefined;
+}
+
+/** Raised when the human table meets data without a host offset (as qemu-img fails). */
+export class UnmappableDataError extends VdiskError {}
+
+/** Runs the map command on an opened image. */
+export async function runMap(img: Image, opts: MapCommandOptions, out: Output): Promise<void> {
+  const range = opts.maxLength === undefined ? { start: opts.start } : { start: opts.start, length: opts.maxLength };
+  if (opts.mode === 'allocation') {
+    await out.write('[');
+    let first = true;
+    for await (const e of img.allocationExtents(range)) {
+      await out.write(
+        `${first ? '' : ',\n'}{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}}`,
+      );
+      first = false;
+    }
+    await out.write(']\n');
+    return;
+  }
+  if (opts.output === 'json') {
+    await out.write('[');
+    let first = true;
+    for await (const batch of img.mapEntryBatches(range)) {
+      let s = '';
+      for (const e of batch) {
+        s += (first ? '' : ',\n') + mapEntryJson(e);
+        first = false;
+      }
+      await out.write(s);
+    }
+    await out.write(']\n');
+    return;
+  }
+  await out.write(HUMAN_MAP_HEADER);
+  for await (const batch of img.mapEntryBatches({ ...range, human: true })) {
+    let s = '';
+    for (const e of batch) {
+      if (e.data && e.offset === null) {
+        await out.write(s);
+        throw new UnmappableDataError('MAP_UNMAPPABLE_DATA', HUMAN_MAP_UNMAPPABLE, { field: 'map entry', offset: e.start });
+      }
+      s += mapEntryHuman(e);
+    }
+    await out.write(s);
+  }
+}

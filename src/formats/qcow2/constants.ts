@@ -1,0 +1,79 @@
+/**
+ * qcow2 constants: magic, feature bits, extension magics, entry masks and QEMU's limits.
+ * Numbers come from docs/interop/qcow2.txt and QEMU's block/qcow2.h.
+ */
+
+/** `QFI\xfb`. */
+export const QCOW2_MAGIC = 0x514649fb;
+
+/** QEMU accepts cluster_bits in [MIN_CLUSTER_BITS, MAX_CLUSTER_BITS] (512 B .. 2 MiB). */
+export const MIN_CLUSTER_BITS = 9;
+export const MAX_CLUSTER_BITS = 21;
+
+/** Header sizes: v2 is 72 bytes, v3 at least 104. */
+export const V2_HEADER_LENGTH = 72;
+export const V3_MIN_HEADER_LENGTH = 104;
+
+/** Incompatible feature bits. */
+export const INCOMPAT_DIRTY = 1n << 0n;
+export const INCOMPAT_CORRUPT = 1n << 1n;
+export const INCOMPAT_DATA_FILE = 1n << 2n;
+export const INCOMPAT_COMPRESSION = 1n << 3n;
+export const INCOMPAT_EXTL2 = 1n << 4n;
+export const INCOMPAT_KNOWN_MASK = 0x1fn;
+
+/** Compatible feature bits. */
+export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
+
+/** Autoclear feature bits. */
+export const AUTOCLEAR_BITMAPS = 1n << 0n;
+export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
+
+/** Header extension magics. */
+export const EXT_END = 0x00000000;
+export const EXT_BACKING_FORMAT = 0xe2792aca;
+export const EXT_FEATURE_TABLE = 0x6803f857;
+export const EXT_CRYPTO_HEADER = 0x0537be77;
+export const EXT_BITMAPS = 0x23852875;
+export const EXT_DATA_FILE = 0x44415441;
+
+/** crypt_method values. */
+export const CRYPT_NONE = 0;
+export const CRYPT_AES = 1;
+export const CRYPT_LUKS = 2;
+
+/** compression_type values. */
+export const COMPRESSION_ZLIB = 0;
+export const COMPRESSION_ZSTD = 1;
+
+/** L1/L2 entry bits. */
+export const OFLAG_COPIED = 1n << 63n;
+export const OFLAG_COMPRESSED = 1n << 62n;
+export const OFLAG_ZERO = 1n;
+/** Host-offset bits 9..55 of L1 and standard L2 entries. */
+export const L1E_OFFSET_MASK = 0x00fffffffffffe00n;
+export const L2E_OFFSET_MASK = 0x00fffffffffffe00n;
+export const L1E_RESERVED_MASK = 0x7f000000000001ffn;
+export const L2E_STD_RESERVED_MASK = 0x3f000000000001fen;
+export const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
+
+/** QEMU's open-time table limits (block/qcow2.h). */
+export const QCOW_MAX_REFTABLE_SIZE = 8 * 1024 * 1024;
+export const QCOW_MAX_L1_SIZE = 32 * 1024 * 1024;
+export const QCOW_MAX_SNAPSHOTS = 65536;
+export const QCOW_MAX_SNAPSHOT_EXTRA_DATA = 1024;
+/** Whole snapshot table (QCOW_MAX_SNAPSHOTS_SIZE). */
+export const QCOW_MAX_SNAPSHOTS_SIZE = 1024 * QCOW_MAX_SNAPSHOTS;
+/** Bitmaps: at most 65535 bitmaps, directory at most 1024 × 65535 bytes. */
+export const QCOW2_MAX_BITMAPS = 65535;
+export const QCOW2_MAX_BITMAP_DIRECTORY_SIZE = 1024 * QCOW2_MAX_BITMAPS;
+/** Backing file names: at most 1023 bytes. */
+export const MAX_BACKING_NAME = 1023;
+/** Backing format names must be shorter than 16 bytes. */
+export const MAX_BACKING_FORMAT = 15;
+/** Extended L2: 32 subclusters per cluster, each at least 512 bytes. */
+export const SUBCLUSTERS_PER_CLUSTER_EXTL2 = 32;
+export const MIN_SUBCLUSTER_SIZE = 512;
+/** INT_MAX / INT64_MAX, the bounds QEMU checks sizes and offsets against. */
+export const INT_MAX = 0x7fffffff;
+export const INT64_MAX = 0x7fffffffffffffffn;

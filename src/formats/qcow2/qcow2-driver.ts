@@ -1,0 +1,295 @@
+/**
+ * The qcow2 driver: opens an image (header, extensions, backing name, L1 table), and answers
+ * one layer's block status the way `qcow2_co_block_status` does.
+ *
+ * It never opens other files: the backing file and the external data file are named here
+ * and opened by `src/status` through the open policy; the data file is then attached with
+ * {@link Qcow2Driver.attachDataFile}. Lookups are synchronous when the L2 table is cached.
+ */
+import { CorruptImageError, IoError, UnsupportedImageError } from '../../errors.js';
+import type { RandomAccessFile } from '../../io/random-access-file.js';
+import {
+  BDRV_BLOCK_DATA,
+  BDRV_BLOCK_OFFSET_VALID,
+  BDRV_BLOCK_RECURSE,
+  BDRV_BLOCK_ZERO,
+  type BackingReference,
+  type BlockDriver,
+  type DriverStatus,
+  type StatusMode,
+} from '../driver.js';
+import {
+  AUTOCLEAR_DATA_FILE_RAW,
+  CRYPT_LUKS,
+  CRYPT_NONE,
+  INCOMPAT_DATA_FILE,
+  INCOMPAT_EXTL2,
+  INCOMPAT_KNOWN_MASK,
+  MAX_BACKING_NAME,
+  SUBCLUSTERS_PER_CLUSTER_EXTL2,
+} from './constants.js';
+import { decodeExtensions, unknownIncompatibleFeatures, type HeaderExtensions } from './extensions.js';
+import { HEADER_PROBE_BYTES, decodeHeader, type Qcow2Header } from './header.js';
+import { getHostOffset, type HostMapping, type L1Words, type MappingGeometry } from './host-offset.js';
+import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
+import { SubclusterType } from './l2-entry.js';
+import { RefcountReader } from './refcount.js';
+
+/** Options for opening a qcow2 layer. */
+export interface Qcow2OpenOptions {
+  /** L2 cache budget in bytes (default 32 MiB, QEMU's default). */
+  readonly l2CacheBytes?: number;
+}
+
+/** An open qcow2 layer. */
+export class Qcow2Driver implements BlockDriver {
+  readonly format = 'qcow2' as const;
+  readonly supportsBacking = true;
+  readonly length: number;
+  readonly alignment: number;
+  readonly backing: BackingReference | null;
+  readonly dataFileName: string | null;
+  readonly clusterSize: number;
+  readonly geometry: MappingGeometry;
+  private readonly l2Cache: L2Cache;
+  private readonly refcounts: RefcountReader;
+  private dataFile: RandomAccessFile | null = null;
+  private metadataPreallocation: Promise<boolean> | boolean | undefined;
+
+  private constructor(
+    readonly file: RandomAccessFile,
+    readonly header: Qcow2Header,
+    readonly extensions: HeaderExtensions,
+    backingName: string | null,
+    private readonly l1: L1Words,
+    options: Qcow2OpenOptions,
+  ) {
+    this.clusterSize = 2 ** header.clusterBits;
+    // bs->total_sectors = size / 512: the block layer rounds a qcow2 size down to sectors.
+    this.length = Number(header.size / 512n) * 512;
+    this.alignment = header.cryptMethod !== CRYPT_NONE ? 512 : 1;
+    this.backing = backingName === null ? null : { name: backingName, format: extensions.backingFormat };
+    const hasDataFile = (header.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n;
+    this.dataFileName = hasDataFile ? extensions.dataFile : null;
+    const extendedL2 = (header.incompatibleFeatures & INCOMPAT_EXTL2) !== 0n;
+    const spc = extendedL2 ? SUBCLUSTERS_PER_CLUSTER_EXTL2 : 1;
+    this.geometry = {
+      file: file.path,
+      version: header.version,
+      clusterBits: header.clusterBits,
+      clusterSize: this.clusterSize,
+      l2Entries: this.clusterSize / (extendedL2 ? 16 : 8),
+      extendedL2,
+      subclustersPerCluster: spc,
+      subclusterSize: this.clusterSize / spc,
+      hasDataFile,
+    };
+    this.l2Cache = new L2Cache(file, this.clusterSize, options.l2CacheBytes ?? DEFAULT_L2_CACHE_BYTES);
+    this.refcounts = new RefcountReader(
+      file,
+      header.clusterBits,
+      header.refcountOrder,
+      header.refcountTableOffset,
+      header.refcountTableClusters,
+    );
+  }
+
+  /** Opens and validates a qcow2 image on `file`. */
+  static async open(file: RandomAccessFile, options: Qcow2OpenOptions = {}): Promise<Qcow2Driver> {
+    const probe = new Uint8Array(Math.min(HEADER_PROBE_BYTES, file.size));
+    await file.read(probe, 0);
+    const header = decodeHeader(probe, file.path);
+    const clusterSize = 2 ** header.clusterBits;
+    const head = new Uint8Array(Math.min(clusterSize, file.size));
+    await file.read(head, 0);
+    const extensions = decodeExtensions(head, header, file.path);
+
+    const unknown = header.incompatibleFeatures & ~INCOMPAT_KNOWN_MASK;
+    if (unknown !== 0n) {
+      throw new UnsupportedImageError(
+        'QCOW2_INCOMPATIBLE_FEATURE',
+        `unsupported qcow2 feature(s): ${unknownIncompatibleFeatures(unknown, extensions.featureNames)} (incompatible_features ${'0x' + header.incompatibleFeatures.toString(16)}, known mask 0x1f)`,
+        { file: file.path, field: 'incompatible_features', value: unknown, limit: INCOMPAT_KNOWN_MASK },
+      );
+    }
+    if (header.cryptMethod === CRYPT_LUKS && extensions.crypto === null) {
+      throw new CorruptImageError('QCOW2_MISSING_CRYPTO_HEADER', 'missing CRYPTO header for crypt method 2 (luks)', {
+        file: file.path, field: 'crypto header extension', value: header.cryptMethod,
+      });
+    }
+    const hasDataFile = (header.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n;
+    if (hasDataFile && extensions.dataFile === null) {
+      throw new CorruptImageError('QCOW2_DATA_FILE_MISSING', `'data-file' is required for this image: incompatible bit 2 is set but no data file name is recorded`, {
+        file: file.path, field: 'external data file extension',
+      });
+    }
+    if (!hasDataFile && (header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n) {
+      throw new CorruptImageError('QCOW2_DATA_FILE_RAW', 'data-file-raw requires a data file (autoclear bit 1 set without incompatible bit 2)', {
+        file: file.path, field: 'autoclear_features', value: header.autoclearFeatures,
+      });
+    }
+    const backingName = await readBackingName(file, header, head);
+
+    const l1Bytes = header.l1Size * 8;
+    if (header.l1TableOffset + l1Bytes > file.size && l1Bytes > 0) {
+      throw new CorruptImageError(
+        'QCOW2_L1_BEYOND_EOF',
+        `active L1 table (${l1Bytes} bytes at ${header.l1TableOffset}) runs past the end of the file (${file.size} bytes)`,
+        { file: file.path, field: 'l1_table_offset', value: header.l1TableOffset, limit: file.size },
+      );
+    }
+    const l1Buf = Buffer.allocUnsafeSlow(l1Bytes);
+    if (l1Bytes > 0) await file.read(l1Buf, header.l1TableOffset, l1Bytes);
+    l1Buf.swap32();
+    const l1 = new Uint32Array(l1Buf.buffer, l1Buf.byteOffset, l1Bytes / 4);
+    return new Qcow2Driver(file, header, extensions, backingName, l1, options);
+  }
+
+  /** Whether the image uses an external data file. */
+  get hasDataFile(): boolean {
+    return this.geometry.hasDataFile;
+  }
+
+  /** Whether the data file is raw (autoclear bit 1). */
+  get dataFileRaw(): boolean {
+    return (this.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+  }
+
+  /** Gives the driver its external data file, opened by the chain opener under the policy. */
+  attachDataFile(file: RandomAccessFile): void {
+    this.dataFile = file;
+  }
+
+  /** The attached external data file, if any. */
+  get externalDataFile(): RandomAccessFile | null {
+    return this.dataFile;
+  }
+
+  /** Number of L2 tables read so far. */
+  get l2Loads(): number {
+    return this.l2Cache.loads;
+  }
+
+  blockStatus(offset: number, bytes: number, mode: StatusMode): DriverStatus | Promise<DriverStatus> {
+    if (mode === 'mapping' && typeof this.metadataPreallocation !== 'boolean') {
+      return this.detectMetadataPreallocation().then(() => this.blockStatus(offset, bytes, mode));
+    }
+    const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes);
+    if ('needL2' in m) {
+      return this.loadL2(m.needL2).then(() => this.blockStatus(offset, bytes, mode));
+    }
+    return this.toStatus(m, mode);
+  }
+
+  /** The mapping of one run (for readers): loads L2 tables as needed. */
+  async mapping(offset: number, bytes: number): Promise<HostMapping> {
+    for (;;) {
+      const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes);
+      if (!('needL2' in m)) return m;
+      await this.loadL2(m.needL2);
+    }
+  }
+
+  private async loadL2(l2Offset: number): Promise<void> {
+    if (l2Offset + this.clusterSize > this.file.size) {
+      throw new CorruptImageError(
+        'QCOW2_L2_BEYOND_EOF',
+        `L2 table at ${l2Offset} runs past the end of the file (${this.file.size} bytes)`,
+        { file: this.file.path, field: 'L1 entry', value: l2Offset, limit: this.file.size },
+      );
+    }
+    await this.l2Cache.load(l2Offset);
+  }
+
+  private toStatus(m: HostMapping, mode: StatusMode): DriverStatus {
+    let flags = 0;
+    let map = 0;
+    let file: RandomAccessFile | null = null;
+    const t = m.type;
+    if (
+      (t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc || t === SubclusterType.UnallocatedAlloc) &&
+      this.header.cryptMethod === CRYPT_NONE
+    ) {
+      map = m.hostOffset;
+      file = this.hasDataFile ? this.requireDataFile() : this.file;
+      flags |= BDRV_BLOCK_OFFSET_VALID;
+    }
+    if (t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc) flags |= BDRV_BLOCK_ZERO;
+    else if (t !== SubclusterType.UnallocatedPlain && t !== SubclusterType.UnallocatedAlloc) flags |= BDRV_BLOCK_DATA;
+    if (
+      mode === 'mapping' &&
+      this.metadataPreallocation === true &&
+      (flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID)) === (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID)
+    ) {
+      flags |= BDRV_BLOCK_RECURSE;
+    }
+    return { flags, pnum: m.bytes, map, file };
+  }
+
+  private requireDataFile(): RandomAccessFile {
+    if (this.dataFile === null) {
+      throw new IoError('QCOW2_DATA_FILE_NOT_OPEN', `the external data file '${this.dataFileName ?? ''}' of '${this.file.path}' is not open`, {
+        file: this.file.path, field: 'data file',
+      });
+    }
+    return this.dataFile;
+  }
+
+  /**
+   * `qcow2_detect_metadata_preallocation`: far more clusters refcounted than the host file
+   * has allocated means the image was created with preallocation=metadata; only then do
+   * mapping queries ask the host file about holes. Runs once, on the first mapping query.
+   */
+  private detectMetadataPreallocation(): Promise<boolean> {
+    if (this.metadataPreallocation instanceof Promise) return this.metadataPreallocation;
+    const p = (async () => {
+      const fileLength = Math.ceil(this.file.size / 512) * 512;
+      const realClusters = Math.floor(this.file.identity().allocatedBytes / this.clusterSize);
+      let threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
+      const nbClusters = Math.ceil(fileLength / this.clusterSize);
+      for (let i = 0; i < nbClusters && threshold > 0; i++) {
+        if ((await this.refcounts.get(i)) > 0n) threshold--;
+      }
+      this.metadataPreallocation = threshold === 0;
+      return this.metadataPreallocation;
+    })();
+    this.metadataPreallocation = p;
+    return p;
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}
+
+/** Reads and checks the backing file name (`Backing file name too long`, no NUL inside). */
+async function readBackingName(file: RandomAccessFile, header: Qcow2Header, head: Uint8Array): Promise<string | null> {
+  if (header.backingFileOffset === 0) return null;
+  const len = header.backingFileSize;
+  if (len === 0) {
+    throw new CorruptImageError('QCOW2_BACKING_NAME_INVALID', `backing file name is empty: backing_file_offset is ${header.backingFileOffset} but backing_file_size is 0`, {
+      file: file.path, field: 'backing_file_size', value: 0, limit: 'at least 1',
+    });
+  }
+  const clusterSize = 2 ** header.clusterBits;
+  if (len > MAX_BACKING_NAME || len > clusterSize - header.backingFileOffset) {
+    throw new CorruptImageError(
+      'QCOW2_BACKING_NAME_TOO_LONG',
+      `backing file name too long: backing_file_size is ${len}, at most ${Math.min(MAX_BACKING_NAME, clusterSize - header.backingFileOffset)}`,
+      { file: file.path, field: 'backing_file_size', value: len, limit: Math.min(MAX_BACKING_NAME, clusterSize - header.backingFileOffset) },
+    );
+  }
+  if (header.backingFileOffset + len > head.length) {
+    throw new CorruptImageError('QCOW2_BACKING_NAME_BEYOND_EOF', `backing file name (${len} bytes at ${header.backingFileOffset}) runs past the end of the file`, {
+      file: file.path, field: 'backing_file_offset', value: header.backingFileOffset, limit: head.length,
+    });
+  }
+  const bytes = head.subarray(header.backingFileOffset, header.backingFileOffset + len);
+  if (bytes.includes(0)) {
+    throw new CorruptImageError('QCOW2_BACKING_NAME_INVALID', 'backing file name contains a NUL byte', {
+      file: file.path, field: 'backing file name', value: len,
+    });
+  }
+  const name = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
+  return name;
+}

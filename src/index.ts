@@ -1,0 +1,28 @@
+/**
+ * vdisk's public API: open qcow2 and raw images, query block status in mapping or
+ * allocation mode over backing chains, list extents, read `qemu-img info` facts.
+ */
+export { openImage, Image } from './image.js';
+export type { OpenOptions, BlockStatus, AllocationExtent, WorkCounters, ExtentOptions } from './image.js';
+export type { MapEntry } from './status/map-entries.js';
+export type { ImageInfo, Qcow2SpecificInfo } from './status/image-info.js';
+export type { StatusMode, FormatName } from './formats/driver.js';
+export {
+  BDRV_BLOCK_DATA,
+  BDRV_BLOCK_ZERO,
+  BDRV_BLOCK_OFFSET_VALID,
+  BDRV_BLOCK_ALLOCATED,
+  BDRV_BLOCK_EOF,
+} from './formats/driver.js';
+export {
+  VdiskError,
+  NotThisFormatError,
+  CorruptImageError,
+  UnsupportedImageError,
+  IoError,
+  ShortReadError,
+  PolicyError,
+  InvalidArgumentError,
+  isVdiskError,
+} from './errors.js';
+export type { ErrorDetails } from './errors.js';

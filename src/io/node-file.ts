@@ -1,0 +1,122 @@
+/**
+ * `RandomAccessFile` over a Node `fs.promises` FileHandle: exact positioned reads, fstat
+ * identity, and SEEK_DATA/SEEK_HOLE probing through the optional lseek binding.
+ *
+ * Probe results are remembered per region (the last data region and the last hole region),
+ * so asking again anywhere inside a region already probed costs no system call: one probe
+ * per host extent, not one per guest extent. Images are opened read-only and assumed not to
+ * change while open.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { IoError, ShortReadError } from '../errors.js';
+import { findAllocation } from './holes.js';
+import { loadLseek, type LseekFn } from './lseek-binding.js';
+import {
+  newCounters,
+  type AllocationProbe,
+  type FileIdentity,
+  type IoCounters,
+  type RandomAccessFile,
+} from './random-access-file.js';
+
+/** Options for {@link NodeFile.open}. */
+export interface NodeFileOptions {
+  /** Override the lseek binding (tests); `null` disables hole probing. */
+  readonly lseek?: LseekFn | null;
+}
+
+/** A read-only host file. */
+export class NodeFile implements RandomAccessFile {
+  readonly counters: IoCounters = newCounters();
+  private closed = false;
+  private dataRegion: { start: number; end: number } | null = null;
+  private holeRegion: { start: number; end: number } | null = null;
+  private readonly lseek: LseekFn | null;
+
+  private constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+    readonly size: number,
+    private readonly ident: FileIdentity,
+    lseek: LseekFn | null,
+  ) {
+    this.lseek =
+      lseek === null
+        ? null
+        : (fd, off, whence) => {
+            this.counters.holeProbes++;
+            return lseek(fd, off, whence);
+          };
+  }
+
+  /** Opens `path` read-only. Errors become `IoError` with code `IO_OPEN`. */
+  static async open(path: string, options: NodeFileOptions = {}): Promise<NodeFile> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (e) {
+      throw new IoError('IO_OPEN', `cannot open '${path}': ${errnoText(e)}`, { file: path, cause: e });
+    }
+    try {
+      const st = await handle.stat({ bigint: true });
+      const ident: FileIdentity = { dev: st.dev, ino: st.ino, allocatedBytes: Number(st.blocks * 512n) };
+      const lseek = options.lseek === undefined ? loadLseek() : options.lseek;
+      return new NodeFile(path, handle, Number(st.size), ident, lseek);
+    } catch (e) {
+      await handle.close();
+      throw new IoError('IO_STAT', `cannot stat '${path}': ${errnoText(e)}`, { file: path, cause: e });
+    }
+  }
+
+  async read(buffer: Uint8Array, position: number, length = buffer.length, bufferOffset = 0): Promise<void> {
+    let done = 0;
+    while (done < length) {
+      let n: number;
+      try {
+        ({ bytesRead: n } = await this.handle.read(buffer, bufferOffset + done, length - done, position + done));
+      } catch (e) {
+        throw new IoError('IO_READ', `read of ${length} bytes at ${position} in '${this.path}' failed: ${errnoText(e)}`, {
+          file: this.path,
+          offset: position,
+          cause: e,
+        });
+      }
+      this.counters.reads++;
+      this.counters.bytesRead += n;
+      if (n === 0) {
+        throw new ShortReadError(
+          'IO_SHORT_READ',
+          `short read in '${this.path}': wanted ${length} bytes at offset ${position}, the file ends at ${position + done}`,
+          { file: this.path, offset: position, value: done, limit: length },
+        );
+      }
+      done += n;
+    }
+  }
+
+  probeAllocation(offset: number): AllocationProbe {
+    const d = this.dataRegion;
+    if (d !== null && offset >= d.start && offset < d.end) return { kind: 'data', end: d.end };
+    const h = this.holeRegion;
+    if (h !== null && offset >= h.start && offset < h.end) return { kind: 'hole', end: h.end };
+    const r = findAllocation(this.lseek, this.handle.fd, offset);
+    if (r.kind === 'data') this.dataRegion = { start: offset, end: r.end };
+    else if (r.kind === 'hole') this.holeRegion = { start: offset, end: r.end };
+    return r;
+  }
+
+  identity(): FileIdentity {
+    return this.ident;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close();
+  }
+}
+
+function errnoText(e: unknown): string {
+  if (e instanceof Error && 'code' in e && typeof e.code === 'string') return e.code;
+  return String(e);
+}

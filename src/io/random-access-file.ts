@@ -1,0 +1,64 @@
+/**
+ * The storage contract every format driver reads through.
+ *
+ * A random-access file is a sized byte store with exact positioned reads and an optional
+ * hole-probing capability. Drivers never import `node:fs`; they receive one of these.
+ */
+
+/** What one probe of the host file found at an offset (QEMU `find_allocation`). */
+export type AllocationProbe =
+  /** `offset` is in data; data runs up to `end` (a hole or EOF starts there). */
+  | { readonly kind: 'data'; readonly end: number }
+  /** `offset` is in a hole; the hole runs up to `end` (data starts there). */
+  | { readonly kind: 'hole'; readonly end: number }
+  /** `offset` is in the trailing hole or past the end of the file (ENXIO). */
+  | { readonly kind: 'trailing-hole' }
+  /** The binding or the filesystem could not tell: treat as data (no holes). */
+  | { readonly kind: 'unknown' };
+
+/** Identity and allocation facts of an open file (from fstat). */
+export interface FileIdentity {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  /** Allocated bytes on the host (`st_blocks * 512`). */
+  readonly allocatedBytes: number;
+}
+
+/** Work counters of one file; monotonically increasing. */
+export interface IoCounters {
+  /** Positioned reads issued. */
+  reads: number;
+  /** Bytes returned by those reads. */
+  bytesRead: number;
+  /** SEEK_DATA/SEEK_HOLE system calls made. */
+  holeProbes: number;
+}
+
+/** A random-access, read-only byte store. */
+export interface RandomAccessFile {
+  /** The path the file was opened by, for messages and map output. */
+  readonly path: string;
+  /** Size in bytes at open time. */
+  readonly size: number;
+  /** Counters of the work done on this file. */
+  readonly counters: IoCounters;
+  /**
+   * Reads exactly `length` bytes at `position` into `buffer` at `bufferOffset`.
+   * A short read (the file ends first) throws `ShortReadError`; I/O failures throw `IoError`.
+   */
+  read(buffer: Uint8Array, position: number, length?: number, bufferOffset?: number): Promise<void>;
+  /**
+   * Probes allocation at `offset` with SEEK_DATA/SEEK_HOLE (QEMU `find_allocation`).
+   * Returns `unknown` when holes cannot be probed here; never throws for that reason.
+   */
+  probeAllocation(offset: number): AllocationProbe;
+  /** dev/ino and allocated bytes. */
+  identity(): FileIdentity;
+  /** Releases the file. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Fresh zeroed counters. */
+export function newCounters(): IoCounters {
+  return { reads: 0, bytesRead: 0, holeProbes: 0 };
+}
