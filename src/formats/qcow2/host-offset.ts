@@ -105,9 +105,9 @@ export function getHostOffset(
   const allocBits = g.extendedL2 ? (l2[l2Index * 4 + 3] ?? 0) : 0;
   const ct = clusterType(hi, lo, g.extendedL2, g.hasDataFile);
   const type = subclusterType(ct, g.extendedL2, allocBits, zeroBits, scIndex);
-  const where = `(L2 offset: ${hex(l2Offset)}, L2 index: ${hex(l2Index)})`;
+  const where = (): string => `(L2 offset: ${hex(l2Offset)}, L2 index: ${hex(l2Index)})`;
   if (g.version < 3 && (type === SubclusterType.ZeroPlain || type === SubclusterType.ZeroAlloc)) {
-    throw new CorruptImageError('QCOW2_ZERO_IN_V2', `zero cluster entry found in pre-v3 image ${where}`, {
+    throw new CorruptImageError('QCOW2_ZERO_IN_V2', `zero cluster entry found in pre-v3 image ${where()}`, {
       file: g.file, field: 'L2 entry', value: l2Index, offset: l2Offset + l2Index * 8 * (wpe / 2),
     });
   }
@@ -117,7 +117,7 @@ export function getHostOffset(
       if (g.hasDataFile) {
         throw new CorruptImageError(
           'QCOW2_COMPRESSED_WITH_DATA_FILE',
-          `compressed cluster entry found in image with external data file ${where}`,
+          `compressed cluster entry found in image with external data file ${where()}`,
           { file: g.file, field: 'L2 entry', value: l2Index },
         );
       }
@@ -126,7 +126,7 @@ export function getHostOffset(
     case SubclusterType.ZeroAlloc:
     case SubclusterType.UnallocatedAlloc: {
       if (entryOffsetUnsafe(hi)) {
-        throw new UnsupportedImageError('QCOW2_OFFSET_TOO_LARGE', `cluster offset in L2 entry is 2^53 or more ${where}`, {
+        throw new UnsupportedImageError('QCOW2_OFFSET_TOO_LARGE', `cluster offset in L2 entry is 2^53 or more ${where()}`, {
           file: g.file, field: 'L2 entry', value: l2Index, limit: Number.MAX_SAFE_INTEGER,
         });
       }
@@ -135,14 +135,14 @@ export function getHostOffset(
       if (hostCluster % cs !== 0) {
         throw new CorruptImageError(
           'QCOW2_CLUSTER_OFFSET_UNALIGNED',
-          `cluster allocation offset ${hex(hostCluster)} unaligned ${where}`,
+          `cluster allocation offset ${hex(hostCluster)} unaligned ${where()}`,
           { file: g.file, field: 'L2 entry', value: hostCluster, limit: `aligned to ${cs}` },
         );
       }
       if (g.hasDataFile && hostOffset !== offset) {
         throw new CorruptImageError(
           'QCOW2_DATA_FILE_OFFSET_MISMATCH',
-          `external data file host cluster offset ${hex(hostCluster)} does not match guest cluster offset ${hex(offset - oic)} ${where}`,
+          `external data file host cluster offset ${hex(hostCluster)} does not match guest cluster offset ${hex(offset - oic)} ${where()}`,
           { file: g.file, field: 'L2 entry', value: hostCluster, limit: offset - oic },
         );
       }

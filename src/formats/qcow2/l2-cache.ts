@@ -18,6 +18,9 @@ export class L2Cache {
   private readonly tables = new Map<number, L2Words>();
   private readonly loading = new Map<number, Promise<L2Words>>();
   private readonly capacity: number;
+  /** The most recently used table: repeated lookups in one table skip the LRU update. */
+  private lastOffset = -1;
+  private lastTable: L2Words | undefined;
   /** Tables read from the file so far. */
   loads = 0;
 
@@ -31,7 +34,12 @@ export class L2Cache {
 
   /** The table at `offset` if cached (refreshes its LRU position), else undefined. */
   peek(offset: number): L2Words | undefined {
+    if (offset === this.lastOffset) return this.lastTable;
     const t = this.tables.get(offset);
+    if (t !== undefined) {
+      this.lastOffset = offset;
+      this.lastTable = t;
+    }
     if (t !== undefined && this.tables.size > 1) {
       this.tables.delete(offset);
       this.tables.set(offset, t);
@@ -60,7 +68,13 @@ export class L2Cache {
     this.tables.set(offset, words);
     if (this.tables.size > this.capacity) {
       const oldest = this.tables.keys().next();
-      if (oldest.done !== true) this.tables.delete(oldest.value);
+      if (oldest.done !== true) {
+        this.tables.delete(oldest.value);
+        if (oldest.value === this.lastOffset) {
+          this.lastOffset = -1;
+          this.lastTable = undefined;
+        }
+      }
     }
     return words;
   }
