@@ -18,13 +18,19 @@ import { ENXIO, SEEK_DATA, SEEK_HOLE, type LseekFn } from './lseek-binding.js';
 
 const UNKNOWN: AllocationProbe = { kind: 'unknown' };
 
-/** Runs the D/H case table above; `lseek` null means no binding (always `unknown`). */
-export function findAllocation(lseek: LseekFn | null, fd: number, start: number): AllocationProbe {
+/**
+ * Runs the D/H case table above; `lseek` null means no binding (always `unknown`).
+ * `startIsData` says an earlier SEEK_DATA already returned `start` (D1), so only the
+ * SEEK_HOLE step is needed.
+ */
+export function findAllocation(lseek: LseekFn | null, fd: number, start: number, startIsData = false): AllocationProbe {
   if (lseek === null) return UNKNOWN;
-  const d = lseek(fd, start, SEEK_DATA);
-  if ('errno' in d) return d.errno === ENXIO ? { kind: 'trailing-hole' } : UNKNOWN; // D3 / D4
-  if (d.offset < start) return UNKNOWN; // D4
-  if (d.offset > start) return { kind: 'hole', end: d.offset }; // D2
+  if (!startIsData) {
+    const d = lseek(fd, start, SEEK_DATA);
+    if ('errno' in d) return d.errno === ENXIO ? { kind: 'trailing-hole' } : UNKNOWN; // D3 / D4
+    if (d.offset < start) return UNKNOWN; // D4
+    if (d.offset > start) return { kind: 'hole', end: d.offset }; // D2
+  }
   const h = lseek(fd, start, SEEK_HOLE); // D1
   if ('errno' in h) return UNKNOWN; // H3 / H4
   if (h.offset <= start) return UNKNOWN; // H2 / H4

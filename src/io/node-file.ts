@@ -99,7 +99,8 @@ export class NodeFile implements RandomAccessFile {
     if (d !== null && offset >= d.start && offset < d.end) return { kind: 'data', end: d.end };
     const h = this.holeRegion;
     if (h !== null && offset >= h.start && offset < h.end) return { kind: 'hole', end: h.end };
-    const r = findAllocation(this.lseek, this.handle.fd, offset);
+    // SEEK_DATA at the start of the last hole returned its end: data starts there.
+    const r = findAllocation(this.lseek, this.handle.fd, offset, h !== null && offset === h.end);
     if (r.kind === 'data') this.dataRegion = { start: offset, end: r.end };
     else if (r.kind === 'hole') this.holeRegion = { start: offset, end: r.end };
     return r;
