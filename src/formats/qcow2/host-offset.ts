@@ -49,6 +49,27 @@ export interface NeedL2 {
   readonly needL2: number;
 }
 
+/**
+ * The last run found in a standard (non-extended) L2 table: clusters `[first, end)` share
+ * `type` and, for offset-bearing types, contiguous host clusters from `host0`. Any suffix of
+ * such a run is itself a run, so a later lookup inside it needs no rescan of the table —
+ * this keeps a walk over a table with many short runs linear instead of quadratic.
+ * `closed` says the run ended at a real type or contiguity break, not at the caller's cap.
+ */
+export interface RunMemo {
+  l2Offset: number;
+  first: number;
+  end: number;
+  type: SubclusterType;
+  host0: number;
+  closed: boolean;
+}
+
+/** A memo that matches nothing. */
+export function emptyRunMemo(): RunMemo {
+  return { l2Offset: -1, first: 0, end: 0, type: SubclusterType.Invalid, host0: 0, closed: false };
+}
+
 /** `INT_MAX`, QEMU's per-call cap. */
 const INT_MAX = 0x7fffffff;
 
@@ -65,6 +86,7 @@ export function getHostOffset(
   l2Lookup: (l2Offset: number) => L2Words | undefined,
   offset: number,
   requested: number,
+  memo?: RunMemo,
 ): HostMapping | NeedL2 {
   const cs = g.clusterSize;
   const bytes = Math.min(INT_MAX, requested);
@@ -93,6 +115,20 @@ export function getHostOffset(
       `L2 table offset ${hex(l2Offset)} unaligned (L1 index: ${hex(l1Index)})`,
       { file: g.file, field: 'L1 entry', value: l2Offset, limit: `aligned to ${cs}` },
     );
+  }
+  if (memo !== undefined && memo.l2Offset === l2Offset && clusterIndex >= memo.first && clusterIndex < memo.end) {
+    const runBytes = (memo.end - clusterIndex) * cs;
+    if (memo.closed || need <= runBytes) {
+      const t = memo.type;
+      const hasHost = t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc;
+      return {
+        type: t,
+        bytes: Math.min(need, runBytes) - oic,
+        hostOffset: hasHost ? memo.host0 + (clusterIndex - memo.first) * cs + oic : 0,
+        entryHi: 0,
+        entryLo: 0,
+      };
+    }
   }
   const l2 = l2Lookup(l2Offset);
   if (l2 === undefined) return { needL2: l2Offset };
@@ -154,6 +190,14 @@ export function getHostOffset(
 
   const nbClusters = Math.ceil(need / cs);
   const sc = countContiguousSubclusters(g, l2, nbClusters, scIndex, l2Index, l2Offset);
+  if (memo !== undefined && !g.extendedL2 && type !== SubclusterType.Compressed) {
+    memo.l2Offset = l2Offset;
+    memo.first = clusterIndex;
+    memo.end = clusterIndex + sc;
+    memo.type = type;
+    memo.host0 = hostOffset - oic;
+    memo.closed = sc < nbClusters;
+  }
   let available = (sc + scIndex) * g.subclusterSize;
   if (available > need) available = need;
   return { type, bytes: available - oic, hostOffset, entryHi: hi, entryLo: lo };

@@ -30,7 +30,7 @@ import {
 } from './constants.js';
 import { decodeExtensions, unknownIncompatibleFeatures, type HeaderExtensions } from './extensions.js';
 import { HEADER_PROBE_BYTES, decodeHeader, type Qcow2Header } from './header.js';
-import { getHostOffset, type HostMapping, type L1Words, type MappingGeometry } from './host-offset.js';
+import { emptyRunMemo, getHostOffset, type HostMapping, type L1Words, type MappingGeometry } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
@@ -54,6 +54,7 @@ export class Qcow2Driver implements BlockDriver {
   private readonly l2Cache: L2Cache;
   private readonly refcounts: RefcountReader;
   private dataFile: RandomAccessFile | null = null;
+  private readonly runMemo = emptyRunMemo();
   private metadataPreallocation: Promise<boolean> | boolean | undefined;
 
   private constructor(
@@ -174,7 +175,7 @@ export class Qcow2Driver implements BlockDriver {
     if (mode === 'mapping' && typeof this.metadataPreallocation !== 'boolean') {
       return this.detectMetadataPreallocation().then(() => this.blockStatus(offset, bytes, mode));
     }
-    const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes);
+    const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes, this.runMemo);
     if ('needL2' in m) {
       return this.loadL2(m.needL2).then(() => this.blockStatus(offset, bytes, mode));
     }
@@ -245,12 +246,9 @@ export class Qcow2Driver implements BlockDriver {
     const p = (async () => {
       const fileLength = Math.ceil(this.file.size / 512) * 512;
       const realClusters = Math.floor(this.file.identity().allocatedBytes / this.clusterSize);
-      let threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
+      const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
       const nbClusters = Math.ceil(fileLength / this.clusterSize);
-      for (let i = 0; i < nbClusters && threshold > 0; i++) {
-        if ((await this.refcounts.get(i)) > 0n) threshold--;
-      }
-      this.metadataPreallocation = threshold === 0;
+      this.metadataPreallocation = (await this.refcounts.countReferenced(nbClusters, threshold)) >= threshold;
       return this.metadataPreallocation;
     })();
     this.metadataPreallocation = p;

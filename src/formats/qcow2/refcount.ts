@@ -43,6 +43,25 @@ export class RefcountReader {
     return readEntry(block, index % this.entriesPerBlock, this.refcountOrder);
   }
 
+  /**
+   * Counts host clusters in `[0, nbClusters)` with a non-zero refcount, stopping once
+   * `limit` are found. Clusters without a refcount block are skipped a block at a time, so
+   * the work follows the refcount structures, not the (untrusted) file length.
+   */
+  async countReferenced(nbClusters: number, limit: number): Promise<number> {
+    const table = await this.loadTable();
+    let found = 0;
+    const perBlock = this.entriesPerBlock;
+    for (let ti = 0; ti < table.length && ti * perBlock < nbClusters && found < limit; ti++) {
+      if (((table[ti] ?? 0n) & 0xfffffffffffffe00n) === 0n) continue;
+      const end = Math.min(nbClusters, (ti + 1) * perBlock);
+      for (let c = ti * perBlock; c < end && found < limit; c++) {
+        if ((await this.get(c)) > 0n) found++;
+      }
+    }
+    return found;
+  }
+
   private async loadTable(): Promise<BigUint64Array> {
     if (this.table !== null) return this.table;
     const bytes = this.tableClusters * 2 ** this.clusterBits;
