@@ -8,7 +8,7 @@
  * change while open.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { IoError, ShortReadError } from '../errors.js';
+import { IoError, ShortReadError, UnsupportedImageError } from '../errors.js';
 import { findAllocation } from './holes.js';
 import { loadLseek, type LseekFn } from './lseek-binding.js';
 import {
@@ -59,11 +59,17 @@ export class NodeFile implements RandomAccessFile {
     }
     try {
       const st = await handle.stat({ bigint: true });
+      if (st.size > BigInt(Number.MAX_SAFE_INTEGER)) {
+        throw new UnsupportedImageError('IO_FILE_TOO_LARGE', `'${path}' is ${st.size} bytes, larger than vdisk supports (${Number.MAX_SAFE_INTEGER})`, {
+          file: path, field: 'file size', value: st.size, limit: Number.MAX_SAFE_INTEGER,
+        });
+      }
       const ident: FileIdentity = { dev: st.dev, ino: st.ino, allocatedBytes: Number(st.blocks * 512n) };
       const lseek = options.lseek === undefined ? loadLseek() : options.lseek;
       return new NodeFile(path, handle, Number(st.size), ident, lseek);
     } catch (e) {
       await handle.close();
+      if (e instanceof UnsupportedImageError) throw e;
       throw new IoError('IO_STAT', `cannot stat '${path}': ${errnoText(e)}`, { file: path, cause: e });
     }
   }
