@@ -8,7 +8,7 @@
  */
 import { BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO, type StatusMode } from '../formats/driver.js';
 import type { ChainNode } from './chain-node.js';
-import { then, type MaybePromise } from './maybe-async.js';
+import { andThen, type MaybePromise } from './maybe-async.js';
 import { oneLayerStatus, type LayerAnswer, type StatusCounters } from './one-layer.js';
 
 /** An answer over the chain, with the depth at which it was decided. */
@@ -31,13 +31,13 @@ export function blockStatusAbove(
   counters: StatusCounters,
 ): MaybePromise<ChainAnswer> {
   if (!includeBase && top === base) return { flags: 0, pnum: bytes, map: 0, file: null, depth: 0 };
-  return then(oneLayerStatus(top, mode, offset, bytes, counters), (first) => {
+  return andThen(oneLayerStatus(top, mode, offset, bytes, counters), (first) => {
     const r: ChainAnswer = { ...first, depth: 1 };
     if (r.pnum === 0 || (r.flags & BDRV_BLOCK_ALLOCATED) !== 0 || top === base) return r;
     const eof = (r.flags & BDRV_BLOCK_EOF) !== 0 ? offset + r.pnum : -1;
     const step = (p: ChainNode | null, rest: number, depth: number, last: ChainAnswer): MaybePromise<ChainAnswer> => {
       if (p === null || (!includeBase && p === base)) return done(last, offset, eof);
-      return then(oneLayerStatus(p, mode, offset, rest, counters), (a) => {
+      return andThen(oneLayerStatus(p, mode, offset, rest, counters), (a) => {
         const cur: ChainAnswer = { ...a, depth: depth + 1 };
         if (cur.pnum === 0) {
           // p is shorter than the layer above: beyond its end it reads as zero.

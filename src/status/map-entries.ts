@@ -14,7 +14,7 @@ import {
   BDRV_BLOCK_ZERO,
 } from '../formats/driver.js';
 import type { ChainNode } from './chain-node.js';
-import { then, type MaybePromise } from './maybe-async.js';
+import { andThen, type MaybePromise } from './maybe-async.js';
 import { oneLayerStatus, type StatusCounters } from './one-layer.js';
 
 /** One `qemu-img map` entry (MapEntry in QEMU's QAPI). */
@@ -51,7 +51,7 @@ export interface MapWalkOptions {
 /** `get_block_status` in qemu-img.c. */
 export function mapStatusAt(top: ChainNode, offset: number, bytes: number, counters: StatusCounters): MaybePromise<MapEntry> {
   const visit = (bs: ChainNode, n: number, depth: number): MaybePromise<MapEntry> =>
-    then(oneLayerStatus(bs, 'mapping', offset, n, counters), (r) => {
+    andThen(oneLayerStatus(bs, 'mapping', offset, n, counters), (r) => {
       let flags = r.flags;
       if ((flags & (BDRV_BLOCK_ZERO | BDRV_BLOCK_DATA)) === 0) {
         const below = bs.backing;

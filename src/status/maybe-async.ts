@@ -10,6 +10,6 @@
 export type MaybePromise<T> = T | Promise<T>;
 
 /** Applies `f` now if `v` is ready, else when it resolves. */
-export function then<T, U>(v: MaybePromise<T>, f: (t: T) => MaybePromise<U>): MaybePromise<U> {
+export function andThen<T, U>(v: MaybePromise<T>, f: (t: T) => MaybePromise<U>): MaybePromise<U> {
   return v instanceof Promise ? v.then(f) : f(v);
 }

@@ -15,7 +15,7 @@ import {
 } from '../formats/driver.js';
 import type { RandomAccessFile } from '../io/random-access-file.js';
 import type { ChainNode } from './chain-node.js';
-import { then, type MaybePromise } from './maybe-async.js';
+import { andThen, type MaybePromise } from './maybe-async.js';
 
 /** A block-status answer for a run starting at the queried offset. */
 export interface LayerAnswer {
@@ -52,7 +52,7 @@ export function oneLayerStatus(
   const alignedOffset = align === 1 ? offset : Math.floor(offset / align) * align;
   const alignedBytes = align === 1 ? bytes : Math.ceil((offset + bytes) / align) * align - alignedOffset;
   counters.driverCalls++;
-  return then(d.blockStatus(alignedOffset, alignedBytes, mode), (r) => {
+  return andThen(d.blockStatus(alignedOffset, alignedBytes, mode), (r) => {
     const shift = offset - alignedOffset;
     let pnum = r.pnum - shift;
     if (pnum > bytes) pnum = bytes;
@@ -76,7 +76,7 @@ export function oneLayerStatus(
       (flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID)) === (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID)
     ) {
       const fileNode = node.fileNode(r.file);
-      return then(oneLayerStatus(fileNode, mode, map, pnum, counters), (f) => {
+      return andThen(oneLayerStatus(fileNode, mode, map, pnum, counters), (f) => {
         if ((f.flags & BDRV_BLOCK_EOF) !== 0 && (f.pnum === 0 || (f.flags & BDRV_BLOCK_ZERO) !== 0)) {
           answer.flags |= BDRV_BLOCK_ZERO;
         } else {
