@@ -1,5 +1,10 @@
 /**
- * `vdisk info`: qemu-img info's JSON and human output, optionally for the whole chain.
+ * `vdisk info`: qemu-img 7.2 `info` output, JSON or human, for one image or (with
+ * `--backing-chain`) for every layer of its chain.
+ *
+ * As in qemu-img, the facts of every layer are collected before anything is printed, so
+ * a broken layer prints nothing. JSON is one object, or an array of them for a chain;
+ * human output separates layers with an empty line.
  */
 import type { Image } from '../../image.js';
 import type { ImageInfo } from '../../status/image-info.js';
