@@ -5,6 +5,7 @@
 export { openImage, Image } from './image.js';
 export type { OpenOptions, BlockStatus, AllocationExtent, WorkCounters, ExtentOptions } from './image.js';
 export type { MapEntry } from './status/map-entries.js';
+export type { DataExtent, ContentRun, DataExtentOptions } from './status/data-extents.js';
 export type { ImageInfo, Qcow2SpecificInfo } from './status/image-info.js';
 export type { StatusMode, FormatName } from './formats/driver.js';
 export {

@@ -1,38 +1,37 @@
 /**
  * The `vdisk` command line: argument parsing and dispatch. Errors print as
- * `vdisk: CODE: message` on stderr with exit status 1 (the stack only with `--debug`).
+ * `vdisk: CODE: message` on stderr with exit status 1 (`compare` uses qemu-img's statuses:
+ * 2 for open and argument errors, 3 for block-status errors, 4 for read errors); the stack
+ * is printed only with `--debug`.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { InvalidArgumentError, isVdiskError } from '../errors.js';
 import type { FormatName } from '../formats/driver.js';
-import { openImage, type OpenOptions } from '../image.js';
+import { openImage, type Image, type OpenOptions } from '../image.js';
+import { compareImages, CompareStepError } from '../ops/compare.js';
+import { runConvert } from './commands/convert.js';
 import { runInfo } from './commands/info.js';
 import { runMap } from './commands/map.js';
 import { Output } from './output.js';
 import { parseSize } from './size-arg.js';
 
-const USAGE = `usage: vdisk <command> [options] FILE
+const USAGE = `usage: vdisk <command> [options] ...
 
 commands:
-  map  [-f FMT] [--output=human|json] [-s|--start-offset N] [-l|--max-length N]
-       [--mode=mapping|allocation] FILE
-  info [-f FMT] [--output=human|json] [--backing-chain] FILE
+  map     [-f FMT] [--output=human|json] [-s|--start-offset N] [-l|--max-length N]
+          [--mode=mapping|allocation] FILE
+  info    [-f FMT] [--output=human|json] [--backing-chain] FILE
+  convert [-f FMT] -O raw [-p] SRC DST
+  compare [-f FMT] [-F FMT] [-s] A B
 
 common options:
-  -f, --format FMT          raw or qcow2 (default: probe the qcow2 magic, else raw)
   --allow-dir DIR           also allow backing/data files under DIR (repeatable)
   --max-chain-depth N       most layers in a backing chain (default 16)
   --probe-backing-format    guess the format of backing files that record none
   --debug                   print stack traces on errors
 `;
 
-const OPTIONS = {
-  format: { type: 'string', short: 'f' },
-  output: { type: 'string' },
-  'start-offset': { type: 'string', short: 's' },
-  'max-length': { type: 'string', short: 'l' },
-  mode: { type: 'string' },
-  'backing-chain': { type: 'boolean' },
+const COMMON = {
   'allow-dir': { type: 'string', multiple: true },
   'max-chain-depth': { type: 'string' },
   'probe-backing-format': { type: 'boolean' },
@@ -40,85 +39,180 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
+const COMMANDS = {
+  map: {
+    format: { type: 'string', short: 'f' },
+    output: { type: 'string' },
+    'start-offset': { type: 'string', short: 's' },
+    'max-length': { type: 'string', short: 'l' },
+    mode: { type: 'string' },
+    ...COMMON,
+  },
+  info: {
+    format: { type: 'string', short: 'f' },
+    output: { type: 'string' },
+    'backing-chain': { type: 'boolean' },
+    ...COMMON,
+  },
+  convert: {
+    format: { type: 'string', short: 'f' },
+    'output-format': { type: 'string', short: 'O' },
+    progress: { type: 'boolean', short: 'p' },
+    ...COMMON,
+  },
+  compare: {
+    format: { type: 'string', short: 'f' },
+    'second-format': { type: 'string', short: 'F' },
+    strict: { type: 'boolean', short: 's' },
+    ...COMMON,
+  },
+} as const satisfies Record<string, ParseArgsConfig['options']>;
+
+type CommandName = keyof typeof COMMANDS;
+
+/** Parsed option values (all commands' options, each optional). */
+type Values = Partial<Record<string, string | boolean | string[]>>;
+
 function bad(message: string, field: string, value?: string): InvalidArgumentError {
   return new InvalidArgumentError('ARG_INVALID', message, value === undefined ? { field } : { field, value });
+}
+
+function str(v: Values, key: string): string | undefined {
+  const x = v[key];
+  return typeof x === 'string' ? x : undefined;
 }
 
 function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], option: string, dflt: T): T {
   if (value === undefined) return dflt;
   if ((allowed as readonly string[]).includes(value)) return value as T;
-  throw bad(`invalid --${option} '${value}': expected ${allowed.join(' or ')}`, option, value);
+  throw bad(`invalid ${option} '${value}': expected ${allowed.join(' or ')}`, option, value);
+}
+
+function formatOption(value: string | undefined, option: string): FormatName | undefined {
+  return value === undefined ? undefined : oneOf<FormatName>(value, ['raw', 'qcow2'], option, 'raw');
+}
+
+/** Open options shared by every command. */
+function openOptions(v: Values, format: FormatName | undefined): OpenOptions {
+  const dirs = v['allow-dir'];
+  const depth = str(v, 'max-chain-depth');
+  return {
+    ...(format === undefined ? {} : { format }),
+    ...(Array.isArray(dirs) ? { allowDirs: dirs } : {}),
+    ...(depth === undefined ? {} : { maxChainDepth: parseSize(depth, '--max-chain-depth') }),
+    probeBackingFormat: v['probe-backing-format'] === true,
+    onWarning: (m: string) => process.stderr.write(m + '\n'),
+  };
+}
+
+async function withImage<T>(path: string, options: OpenOptions, f: (img: Image) => Promise<T>): Promise<T> {
+  const img = await openImage(path, options);
+  try {
+    return await f(img);
+  } finally {
+    await img.close();
+  }
+}
+
+function printError(e: unknown, debug: boolean): void {
+  if (isVdiskError(e)) process.stderr.write(`vdisk: ${e.code}: ${e.message}\n`);
+  else process.stderr.write(`vdisk: INTERNAL: ${e instanceof Error ? e.message : String(e)}\n`);
+  if (debug && e instanceof Error && e.stack !== undefined) process.stderr.write(e.stack + '\n');
 }
 
 /** Runs the CLI with `argv` (without node and script); returns the exit status. */
 export async function main(argv: string[]): Promise<number> {
-  let debug = argv.includes('--debug');
+  const debug = argv.includes('--debug');
+  const command = argv[0];
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 1 : 0;
+  }
+  const errorStatus = command === 'compare' ? 2 : 1;
   const out = new Output();
   try {
-    const [command, ...rest] = argv;
-    if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-      process.stdout.write(USAGE);
-      return command === undefined ? 1 : 0;
-    }
+    if (!(command in COMMANDS)) throw bad(`unknown command '${command}' (try: map, info, convert, compare)`, 'command', command);
+    const name = command as CommandName;
     let parsed;
     try {
-      parsed = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true });
+      parsed = parseArgs({ args: argv.slice(1), options: COMMANDS[name], allowPositionals: true, strict: true });
     } catch (e) {
       throw bad(e instanceof Error ? e.message : String(e), 'arguments');
     }
-    const v = parsed.values;
-    debug = v.debug === true;
-    if (v.help === true) {
+    const v = parsed.values as Values;
+    const files = parsed.positionals;
+    if (v['help'] === true) {
       process.stdout.write(USAGE);
       return 0;
     }
-    if (command !== 'map' && command !== 'info') throw bad(`unknown command '${command}' (try: map, info)`, 'command', command);
-    if (parsed.positionals.length !== 1) throw bad(`${command} needs exactly one FILE`, 'FILE');
-    const file = parsed.positionals[0] as string;
-    const format = v.format === undefined ? undefined : oneOf<FormatName>(v.format, ['raw', 'qcow2'], 'format', 'raw');
-    const output = oneOf(v.output, ['human', 'json'] as const, 'output', 'human');
-    const maxDepth = v['max-chain-depth'] === undefined ? undefined : parseSize(v['max-chain-depth'], '--max-chain-depth');
-    const openOptions: OpenOptions = {
-      ...(format === undefined ? {} : { format }),
-      ...(v['allow-dir'] === undefined ? {} : { allowDirs: v['allow-dir'] }),
-      ...(maxDepth === undefined ? {} : { maxChainDepth: maxDepth }),
-      probeBackingFormat: v['probe-backing-format'] === true,
-      onWarning: (m: string) => process.stderr.write(m + '\n'),
-      ...(command === 'info' && v['backing-chain'] !== true ? { openBacking: false, openDataFile: false } : {}),
-      ...(command === 'info' ? { openDataFile: false } : {}),
-    };
-    if (command === 'map') {
-      const mode = oneOf(v.mode, ['mapping', 'allocation'] as const, 'mode', 'mapping');
-      if (mode === 'allocation' && v.output !== undefined && output !== 'json') {
-        throw bad('--mode=allocation prints JSON only', 'output', v.output);
+    const want = name === 'convert' || name === 'compare' ? 2 : 1;
+    if (files.length !== want) throw bad(`${name} needs exactly ${want === 1 ? 'one FILE' : 'two files'}`, 'FILE');
+    const first = files[0] as string;
+    const format = formatOption(str(v, 'format'), '-f');
+    switch (name) {
+      case 'map': {
+        const output = oneOf(str(v, 'output'), ['human', 'json'] as const, '--output', 'human');
+        const mode = oneOf(str(v, 'mode'), ['mapping', 'allocation'] as const, '--mode', 'mapping');
+        if (mode === 'allocation' && str(v, 'output') === 'human') throw bad('--mode=allocation prints JSON only', '--output', 'human');
+        const startText = str(v, 'start-offset');
+        const lengthText = str(v, 'max-length');
+        const start = startText === undefined ? 0 : parseSize(startText, '--start-offset');
+        const maxLength = lengthText === undefined ? undefined : parseSize(lengthText, '--max-length');
+        await withImage(first, openOptions(v, format), (img) => runMap(img, { output, mode, start, maxLength }, out));
+        break;
       }
-      const start = v['start-offset'] === undefined ? 0 : parseSize(v['start-offset'], '--start-offset');
-      const maxLength = v['max-length'] === undefined ? undefined : parseSize(v['max-length'], '--max-length');
-      const img = await openImage(file, openOptions);
-      try {
-        await runMap(img, { output, mode, start, maxLength }, out);
-      } finally {
-        await out.flush();
-        await img.close();
+      case 'info': {
+        const output = oneOf(str(v, 'output'), ['human', 'json'] as const, '--output', 'human');
+        const backingChain = v['backing-chain'] === true;
+        // qemu-img info opens neither the data file nor, without --backing-chain, the backing chain.
+        const options = { ...openOptions(v, format), openDataFile: false, openBacking: backingChain };
+        await withImage(first, options, (img) => runInfo(img, { output, backingChain }, out));
+        break;
       }
-    } else {
-      const img = await openImage(file, openOptions);
-      try {
-        await runInfo(img, { output, backingChain: v['backing-chain'] === true }, out);
-      } finally {
-        await out.flush();
-        await img.close();
+      case 'convert': {
+        const outputFormat = str(v, 'output-format');
+        if (outputFormat === undefined) throw bad('convert needs -O raw', '-O');
+        await withImage(first, openOptions(v, format), (img) =>
+          runConvert(img, files[1] as string, { outputFormat, progress: v['progress'] === true }),
+        );
+        break;
       }
+      case 'compare':
+        return await runCompareCommand(first, files[1] as string, v, format, out, debug);
     }
+    await out.flush();
     return 0;
   } catch (e) {
     await out.flush().catch(() => undefined);
-    if (isVdiskError(e)) {
-      process.stderr.write(`vdisk: ${e.code}: ${e.message}\n`);
-    } else {
-      process.stderr.write(`vdisk: INTERNAL: ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-    if (debug && e instanceof Error && e.stack !== undefined) process.stderr.write(e.stack + '\n');
-    return 1;
+    printError(e, debug);
+    return errorStatus;
+  }
+}
+
+/** `compare`: 0 identical, 1 different, 2 open/argument error, 3 status error, 4 read error. */
+async function runCompareCommand(a: string, b: string, v: Values, fmt1: FormatName | undefined, out: Output, debug: boolean): Promise<number> {
+  const fmt2 = formatOption(str(v, 'second-format'), '-F');
+  const img1 = await openImage(a, openOptions(v, fmt1));
+  let img2: Image;
+  try {
+    img2 = await openImage(b, openOptions(v, fmt2));
+  } catch (e) {
+    await img1.close();
+    throw e;
+  }
+  try {
+    const r = await compareImages(img1, img2, v['strict'] === true);
+    for (const w of r.warnings) await out.write(w + '\n');
+    await out.write(r.identical ? 'Images are identical.\n' : r.message + '\n');
+    await out.flush();
+    return r.identical ? 0 : 1;
+  } catch (e) {
+    await out.flush();
+    if (!(e instanceof CompareStepError)) throw e;
+    printError(e.error, debug);
+    return e.step === 'status' ? 3 : 4;
+  } finally {
+    await img1.close();
+    await img2.close();
   }
 }

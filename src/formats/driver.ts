@@ -48,6 +48,25 @@ export interface BackingReference {
   readonly format: string | null;
 }
 
+/**
+ * Where the guest bytes of a run come from, for reading (one layer only).
+ * `length` > 0 and may exceed what was asked.
+ */
+export type ReadExtent =
+  /** Bytes stored in `file` at `hostOffset`. */
+  | { readonly kind: 'data'; readonly length: number; readonly file: RandomAccessFile; readonly hostOffset: number }
+  /** Reads as zeroes. */
+  | { readonly kind: 'zero'; readonly length: number }
+  /** Not allocated here: read the backing file (zeroes when there is none). */
+  | { readonly kind: 'backing'; readonly length: number }
+  /** Part of a compressed cluster: `cluster()` gives the whole decompressed cluster. */
+  | {
+      readonly kind: 'compressed';
+      readonly length: number;
+      readonly offsetInCluster: number;
+      cluster(): Promise<Uint8Array>;
+    };
+
 /** Formats vdisk reads. */
 export type FormatName = 'qcow2' | 'raw';
 
@@ -76,6 +95,11 @@ export interface BlockDriver {
    * must accept either form. Errors are `VdiskError`s.
    */
   blockStatus(offset: number, bytes: number, mode: StatusMode): DriverStatus | Promise<DriverStatus>;
+  /**
+   * Where the bytes of `[offset, offset + bytes)` come from, starting at `offset` (same
+   * preconditions as `blockStatus`). Encrypted data is an `UnsupportedImageError`.
+   */
+  readExtent(offset: number, bytes: number): ReadExtent | Promise<ReadExtent>;
   /** Releases the files the driver owns. */
   close(): Promise<void>;
 }

@@ -6,7 +6,7 @@
  * and opened by `src/status` through the open policy; the data file is then attached with
  * {@link Qcow2Driver.attachDataFile}. Lookups are synchronous when the L2 table is cached.
  */
-import { CorruptImageError, IoError, UnsupportedImageError } from '../../errors.js';
+import { CorruptImageError, IoError, UnsupportedImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import {
   BDRV_BLOCK_DATA,
@@ -16,8 +16,10 @@ import {
   type BackingReference,
   type BlockDriver,
   type DriverStatus,
+  type ReadExtent,
   type StatusMode,
 } from '../driver.js';
+import { decodeCompressedDescriptor, decompressCluster } from './compressed.js';
 import {
   AUTOCLEAR_DATA_FILE_RAW,
   CRYPT_LUKS,
@@ -55,6 +57,8 @@ export class Qcow2Driver implements BlockDriver {
   private readonly refcounts: RefcountReader;
   private dataFile: RandomAccessFile | null = null;
   private readonly runMemo = emptyRunMemo();
+  /** Recently decompressed clusters by payload host offset (a few, bounded). */
+  private readonly decompressed = new Map<number, Promise<Uint8Array>>();
   private metadataPreallocation: Promise<boolean> | boolean | undefined;
 
   private constructor(
@@ -189,6 +193,82 @@ export class Qcow2Driver implements BlockDriver {
       if (!('needL2' in m)) return m;
       await this.loadL2(m.needL2);
     }
+  }
+
+  readExtent(offset: number, bytes: number): ReadExtent | Promise<ReadExtent> {
+    const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes, this.runMemo);
+    if ('needL2' in m) return this.loadL2(m.needL2).then(() => this.readExtent(offset, bytes));
+    switch (m.type) {
+      case SubclusterType.ZeroPlain:
+      case SubclusterType.ZeroAlloc:
+        return { kind: 'zero', length: m.bytes };
+      case SubclusterType.UnallocatedPlain:
+      case SubclusterType.UnallocatedAlloc:
+        return { kind: 'backing', length: m.bytes };
+      case SubclusterType.Compressed: {
+        this.refuseEncrypted(offset);
+        const d = decodeCompressedDescriptor(m.entryHi, m.entryLo, this.header.clusterBits);
+        const offsetInCluster = offset % this.clusterSize;
+        return {
+          kind: 'compressed',
+          length: m.bytes,
+          offsetInCluster,
+          cluster: () => this.decompress(d.hostOffset, d.length, offset - offsetInCluster),
+        };
+      }
+      default: {
+        this.refuseEncrypted(offset);
+        const file = this.hasDataFile ? this.requireDataFile() : this.file;
+        const end = m.hostOffset + Math.min(m.bytes, bytes);
+        if (end > file.size) {
+          throw new CorruptImageError(
+            'QCOW2_DATA_BEYOND_EOF',
+            `data for guest offset ${offset} lies at host ${hex(m.hostOffset)}..${hex(end)}, past the end of '${file.path}' (${file.size} bytes)`,
+            { file: file.path, field: 'L2 entry', value: m.hostOffset, limit: file.size },
+          );
+        }
+        return { kind: 'data', length: m.bytes, file, hostOffset: m.hostOffset };
+      }
+    }
+  }
+
+  private refuseEncrypted(offset: number): void {
+    if (this.header.cryptMethod !== CRYPT_NONE) {
+      throw new UnsupportedImageError(
+        'QCOW2_ENCRYPTED_DATA',
+        `reading encrypted data is not supported (crypt_method ${this.header.cryptMethod}, guest offset ${offset}); map and info work without a key`,
+        { file: this.file.path, field: 'crypt_method', value: this.header.cryptMethod },
+      );
+    }
+  }
+
+  /** The decompressed cluster whose payload is at `hostOffset` (cached: a few clusters). */
+  private decompress(hostOffset: number, length: number, guestCluster: number): Promise<Uint8Array> {
+    let p = this.decompressed.get(hostOffset);
+    if (p !== undefined) return p;
+    p = (async () => {
+      if (hostOffset >= this.file.size) {
+        throw new CorruptImageError(
+          'QCOW2_COMPRESSED_BEYOND_EOF',
+          `compressed cluster at guest offset ${guestCluster} has its payload at host ${hex(hostOffset)}, past the end of the file (${this.file.size} bytes)`,
+          { file: this.file.path, field: 'compressed descriptor', value: hostOffset, limit: this.file.size },
+        );
+      }
+      const payload = new Uint8Array(Math.min(length, this.file.size - hostOffset));
+      await this.file.read(payload, hostOffset);
+      return decompressCluster(payload, this.clusterSize, this.header.compressionType, {
+        file: this.file.path,
+        guestOffset: guestCluster,
+        hostOffset,
+      });
+    })();
+    this.decompressed.set(hostOffset, p);
+    p.catch(() => this.decompressed.delete(hostOffset));
+    if (this.decompressed.size > 8) {
+      const first = this.decompressed.keys().next();
+      if (first.done !== true) this.decompressed.delete(first.value);
+    }
+    return p;
   }
 
   private async loadL2(l2Offset: number): Promise<void> {

@@ -15,6 +15,7 @@ import {
   BDRV_BLOCK_ZERO,
   type BlockDriver,
   type DriverStatus,
+  type ReadExtent,
   type StatusMode,
 } from '../driver.js';
 
@@ -63,6 +64,13 @@ export class RawDriver implements BlockDriver {
         break;
     }
     return { flags: flags | BDRV_BLOCK_OFFSET_VALID, pnum, map: offset, file };
+  }
+
+  readExtent(offset: number, bytes: number): ReadExtent {
+    // Past the real end of the file (up to the 512-byte rounded length) reads as zero.
+    const inFile = this.file.size - offset;
+    if (inFile <= 0) return { kind: 'zero', length: bytes };
+    return { kind: 'data', length: Math.min(bytes, inFile), file: this.file, hostOffset: offset };
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,84 @@
+/**
+ * Guest data for consumers: merged status runs over the whole chain (mapping mode, as
+ * `qemu-img convert` asks) and, for the runs that do not read as zero, their bytes in
+ * bounded chunks with a few reads in flight.
+ */
+import { BDRV_BLOCK_ZERO } from '../formats/driver.js';
+import { blockStatusAbove } from './above.js';
+import type { ChainNode } from './chain-node.js';
+import type { StatusCounters } from './one-layer.js';
+import { readChain } from './read.js';
+
+/** A range of guest data with its bytes. */
+export interface DataExtent {
+  readonly start: number;
+  readonly length: number;
+  readonly data: Uint8Array;
+}
+
+/** A run of the chain: reads as zero, or holds data. */
+export interface ContentRun {
+  readonly start: number;
+  readonly length: number;
+  readonly zero: boolean;
+}
+
+/** Merged runs of `[start, end)`: `zero` where the chain reads as zero (QEMU ZERO flag). */
+export async function* contentRuns(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun> {
+  let cur: { start: number; length: number; zero: boolean } | null = null;
+  let pos = start;
+  while (pos < end) {
+    let r = blockStatusAbove(top, null, false, 'mapping', pos, end - pos, counters);
+    if (r instanceof Promise) r = await r;
+    const zero = (r.flags & BDRV_BLOCK_ZERO) !== 0;
+    if (cur !== null && cur.zero === zero) cur.length += r.pnum;
+    else {
+      if (cur !== null) yield cur;
+      cur = { start: pos, length: r.pnum, zero };
+    }
+    pos += r.pnum;
+  }
+  if (cur !== null) yield cur;
+}
+
+/** Options of {@link dataExtents}. */
+export interface DataExtentOptions {
+  /** Largest chunk returned (default 1 MiB). */
+  readonly chunkSize?: number;
+  /** Chunks read ahead (default 4). */
+  readonly readAhead?: number;
+}
+
+/**
+ * The data of `[start, end)` that does not read as zero, in chunks of at most `chunkSize`
+ * bytes, in order. At most `readAhead` chunks are buffered.
+ */
+export async function* dataExtents(
+  top: ChainNode,
+  start: number,
+  end: number,
+  counters: StatusCounters,
+  options: DataExtentOptions = {},
+): AsyncGenerator<DataExtent> {
+  const chunkSize = options.chunkSize ?? 1024 * 1024;
+  const readAhead = Math.max(1, options.readAhead ?? 4);
+  const queue: Promise<DataExtent>[] = [];
+  const runs = contentRuns(top, start, end, counters);
+  try {
+    for await (const run of runs) {
+      if (run.zero) continue;
+      for (let o = run.start; o < run.start + run.length; o += chunkSize) {
+        const len = Math.min(chunkSize, run.start + run.length - o);
+        const data = new Uint8Array(len);
+        const at = o;
+        const p = readChain(top, at, data, 0, len).then(() => ({ start: at, length: len, data }));
+        p.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile
+        queue.push(p);
+        if (queue.length >= readAhead) yield await (queue.shift() as Promise<DataExtent>);
+      }
+    }
+    while (queue.length > 0) yield await (queue.shift() as Promise<DataExtent>);
+  } finally {
+    await Promise.allSettled(queue);
+  }
+}
