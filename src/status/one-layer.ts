@@ -72,6 +72,7 @@ export function oneLayerStatus(
     if (
       mode === 'mapping' &&
       (flags & BDRV_BLOCK_RECURSE) !== 0 &&
+      (flags & BDRV_BLOCK_ZERO) === 0 &&
       r.file !== null &&
       (flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID)) === (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID)
     ) {

@@ -48,9 +48,9 @@ export function pathCombine(base: string, name: string): string {
   return slash < 0 ? name : base.slice(0, slash + 1) + name;
 }
 
-/** QEMU's `path_has_protocol`: a ':' before any '/' (covers `json:`, `nbd:`, `http:`…). */
+/** QEMU's `path_has_protocol` (POSIX): a ':' before any '/' (covers `json:`, `nbd:`, `http:`…). */
 export function hasProtocol(name: string): boolean {
-  const m = /[:/\\]/.exec(name);
+  const m = /[:/]/.exec(name);
   return m !== null && m[0] === ':';
 }
 

@@ -124,6 +124,12 @@ export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: st
         }
         break;
       case EXT_BITMAPS:
+        // QEMU checks the length first, then ignores the extension if autoclear bit 0 is clear.
+        if (len !== 24) {
+          throw new CorruptImageError('QCOW2_EXT_BITMAPS', `bitmaps extension: invalid extension length ${len}, must be 24`, {
+            file, field: 'bitmaps extension length', value: len, limit: 24, offset,
+          });
+        }
         if ((header.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n) bitmaps = decodeBitmapsExt(dv, data, len, clusterSize, file);
         break;
       default:
@@ -166,6 +172,30 @@ function tooLarge(file: string, offset: number, magic: number, len: number, end:
 function cString(bytes: Uint8Array): string {
   const nul = bytes.indexOf(0);
   return decoder.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+}
+
+/**
+ * The feature-name table, read best-effort from the extension area `[start, end)` of `head`
+ * (QEMU reads it this way, ignoring errors, only to name unknown incompatible bits).
+ */
+export function scanFeatureNames(head: Uint8Array, start: number, end: number): FeatureName[] {
+  const names: FeatureName[] = [];
+  const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const stop = Math.min(end, head.length);
+  let offset = start;
+  while (offset + 8 <= stop) {
+    const magic = dv.getUint32(offset);
+    const len = dv.getUint32(offset + 4);
+    const data = offset + 8;
+    if (magic === EXT_END || len > stop - data) break;
+    if (magic === EXT_FEATURE_TABLE) {
+      for (let p = data; p + 48 <= data + len; p += 48) {
+        names.push({ type: head[p] ?? 0, bit: head[p + 1] ?? 0, name: cString(head.subarray(p + 2, p + 48)) });
+      }
+    }
+    offset = data + Math.ceil(len / 8) * 8;
+  }
+  return names;
 }
 
 /** Names of incompatible bits that are not known, using the image's feature table if it has names. */

@@ -26,7 +26,9 @@ import {
   V3_MIN_HEADER_LENGTH,
   COMPRESSION_ZLIB,
   COMPRESSION_ZSTD,
+  INCOMPAT_KNOWN_MASK,
 } from './constants.js';
+import { scanFeatureNames, unknownIncompatibleFeatures } from './extensions.js';
 
 /** Every field of the qcow2 header, as stored (v2 images get QEMU's implied v3 values). */
 export interface Qcow2Header {
@@ -62,8 +64,10 @@ export function hasQcow2Magic(bytes: Uint8Array): boolean {
 }
 
 /**
- * Decodes the header from the first bytes of the file (`head`, at least `min(fileSize, 112)`
- * bytes; missing bytes past the end of the file are an error, not zeros).
+ * Decodes the header from the first bytes of the file (`head`: the first cluster, or at
+ * least `min(fileSize, 112)` bytes; missing bytes past the end of the file are an error, not
+ * zeros). Checks run in `qcow2_do_open`'s order, up to and including the L1 table limits;
+ * the crypt method is checked last, as `qcow2_update_options` does after that.
  */
 export function decodeHeader(head: Uint8Array, file: string): Qcow2Header {
   const field = (name: string, offset: number, width: number): void => {
@@ -145,14 +149,6 @@ export function decodeHeader(head: Uint8Array, file: string): Qcow2Header {
     );
   }
 
-  if (refcountOrder > 6) {
-    throw new CorruptImageError(
-      'QCOW2_REFCOUNT_ORDER',
-      `reference count entry width too large: refcount_order is ${refcountOrder}, may not exceed 6 (64 bits)`,
-      { file, field: 'refcount_order', value: refcountOrder, limit: 6 },
-    );
-  }
-
   // Compression type (qcow2_update_options_prepare / validate_compression_type).
   if (compressionType !== COMPRESSION_ZLIB && compressionType !== COMPRESSION_ZSTD) {
     throw new UnsupportedImageError(
@@ -174,6 +170,32 @@ export function decodeHeader(head: Uint8Array, file: string): Qcow2Header {
       'QCOW2_COMPRESSION_BIT',
       `incompatible feature bit 3 (compression type) is set but compression_type is 0 (zlib)`,
       { file, field: 'incompatible_features', value: incompatibleFeatures, limit: 'bit 3 clear when compression_type = 0' },
+    );
+  }
+
+  const unknownIncompat = incompatibleFeatures & ~INCOMPAT_KNOWN_MASK;
+  if (unknownIncompat !== 0n) {
+    const names = scanFeatureNames(head, version === 3 ? headerLength : V2_HEADER_LENGTH,
+      backingFileOffsetBig !== 0n ? Number(backingFileOffsetBig) : clusterSize);
+    throw new UnsupportedImageError(
+      'QCOW2_INCOMPATIBLE_FEATURE',
+      `unsupported qcow2 feature(s): ${unknownIncompatibleFeatures(unknownIncompat, names)} (incompatible_features 0x${incompatibleFeatures.toString(16)}, known mask 0x1f)`,
+      { file, field: 'incompatible_features', value: unknownIncompat, limit: INCOMPAT_KNOWN_MASK },
+    );
+  }
+  const extendedL2 = (incompatibleFeatures & INCOMPAT_EXTL2) !== 0n;
+  if (extendedL2 && clusterSize / SUBCLUSTERS_PER_CLUSTER_EXTL2 < MIN_SUBCLUSTER_SIZE) {
+    throw new UnsupportedImageError(
+      'QCOW2_SUBCLUSTER_SIZE',
+      `unsupported subcluster size: ${clusterSize / SUBCLUSTERS_PER_CLUSTER_EXTL2} bytes, at least ${MIN_SUBCLUSTER_SIZE} (extended L2 needs cluster_bits >= 14)`,
+      { file, field: 'cluster_bits', value: clusterBits, limit: 14 },
+    );
+  }
+  if (refcountOrder > 6) {
+    throw new CorruptImageError(
+      'QCOW2_REFCOUNT_ORDER',
+      `reference count entry width too large: refcount_order is ${refcountOrder}, may not exceed 6 (64 bits)`,
+      { file, field: 'refcount_order', value: refcountOrder, limit: 6 },
     );
   }
 
@@ -201,15 +223,6 @@ export function decodeHeader(head: Uint8Array, file: string): Qcow2Header {
   validateTable(file, 'snapshot table', 'snapshots_offset', snapshotsOffset, nbSnapshots, 40,
     40 * QCOW_MAX_SNAPSHOTS, clusterSize);
 
-  const cryptMethod = dv.getUint32(32);
-  if (cryptMethod !== CRYPT_NONE && cryptMethod !== CRYPT_AES && cryptMethod !== CRYPT_LUKS) {
-    throw new UnsupportedImageError(
-      'QCOW2_CRYPT_METHOD',
-      `unsupported encryption method ${cryptMethod} (known: 0 none, 1 aes, 2 luks)`,
-      { file, field: 'crypt_method', value: cryptMethod, limit: '0, 1 or 2' },
-    );
-  }
-
   const l1Size = dv.getUint32(36);
   const l1TableOffset = dv.getBigUint64(40);
   if (l1Size > QCOW_MAX_L1_SIZE / 8) {
@@ -219,8 +232,8 @@ export function decodeHeader(head: Uint8Array, file: string): Qcow2Header {
       { file, field: 'l1_size', value: l1Size, limit: QCOW_MAX_L1_SIZE / 8 },
     );
   }
+  validateTable(file, 'active L1 table', 'l1_table_offset', l1TableOffset, l1Size, 8, QCOW_MAX_L1_SIZE, clusterSize);
   const size = dv.getBigUint64(24);
-  const extendedL2 = (incompatibleFeatures & INCOMPAT_EXTL2) !== 0n;
   const l2Bits = clusterBits - (extendedL2 ? 4 : 3);
   const bytesPerL1 = 1n << BigInt(clusterBits + l2Bits);
   const neededL1 = (size + bytesPerL1 - 1n) / bytesPerL1;
@@ -238,21 +251,21 @@ export function decodeHeader(head: Uint8Array, file: string): Qcow2Header {
       { file, field: 'l1_size', value: l1Size, limit: neededL1 },
     );
   }
-  validateTable(file, 'active L1 table', 'l1_table_offset', l1TableOffset, l1Size, 8, QCOW_MAX_L1_SIZE, clusterSize);
-
-  if (extendedL2 && clusterSize / SUBCLUSTERS_PER_CLUSTER_EXTL2 < MIN_SUBCLUSTER_SIZE) {
-    throw new UnsupportedImageError(
-      'QCOW2_SUBCLUSTER_SIZE',
-      `unsupported subcluster size: ${clusterSize / SUBCLUSTERS_PER_CLUSTER_EXTL2} bytes, at least ${MIN_SUBCLUSTER_SIZE} (extended L2 needs cluster_bits >= 14)`,
-      { file, field: 'cluster_bits', value: clusterBits, limit: 14 },
-    );
-  }
   // Sizes and offsets beyond 2^53 cannot be handled exactly as numbers: refuse them.
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new UnsupportedImageError(
       'QCOW2_SIZE',
       `virtual size ${size} is larger than vdisk supports (${Number.MAX_SAFE_INTEGER})`,
       { file, field: 'size', value: size, limit: Number.MAX_SAFE_INTEGER },
+    );
+  }
+
+  const cryptMethod = dv.getUint32(32);
+  if (cryptMethod !== CRYPT_NONE && cryptMethod !== CRYPT_AES && cryptMethod !== CRYPT_LUKS) {
+    throw new UnsupportedImageError(
+      'QCOW2_CRYPT_METHOD',
+      `unsupported encryption method ${cryptMethod} (known: 0 none, 1 aes, 2 luks)`,
+      { file, field: 'crypt_method', value: cryptMethod, limit: '0, 1 or 2' },
     );
   }
 

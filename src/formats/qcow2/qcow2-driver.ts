@@ -26,11 +26,12 @@ import {
   CRYPT_NONE,
   INCOMPAT_DATA_FILE,
   INCOMPAT_EXTL2,
-  INCOMPAT_KNOWN_MASK,
   MAX_BACKING_NAME,
+  MAX_CLUSTER_BITS,
+  MIN_CLUSTER_BITS,
   SUBCLUSTERS_PER_CLUSTER_EXTL2,
 } from './constants.js';
-import { decodeExtensions, unknownIncompatibleFeatures, type HeaderExtensions } from './extensions.js';
+import { decodeExtensions, type HeaderExtensions } from './extensions.js';
 import { HEADER_PROBE_BYTES, decodeHeader, type Qcow2Header } from './header.js';
 import { emptyRunMemo, getHostOffset, type HostMapping, type L1Words, type MappingGeometry } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
@@ -103,20 +104,29 @@ export class Qcow2Driver implements BlockDriver {
   static async open(file: RandomAccessFile, options: Qcow2OpenOptions = {}): Promise<Qcow2Driver> {
     const probe = new Uint8Array(Math.min(HEADER_PROBE_BYTES, file.size));
     await file.read(probe, 0);
-    const header = decodeHeader(probe, file.path);
-    const clusterSize = 2 ** header.clusterBits;
-    const head = new Uint8Array(Math.min(clusterSize, file.size));
-    await file.read(head, 0);
-    const extensions = decodeExtensions(head, header, file.path);
+    // The first cluster holds the extension area (feature names for the header checks).
+    const bits = probe.length >= 24 ? new DataView(probe.buffer).getUint32(20) : 0;
+    let head = probe;
+    if (bits >= MIN_CLUSTER_BITS && bits <= MAX_CLUSTER_BITS && file.size > probe.length) {
+      head = new Uint8Array(Math.min(2 ** bits, file.size));
+      await file.read(head, 0);
+    }
+    const header = decodeHeader(head, file.path);
 
-    const unknown = header.incompatibleFeatures & ~INCOMPAT_KNOWN_MASK;
-    if (unknown !== 0n) {
-      throw new UnsupportedImageError(
-        'QCOW2_INCOMPATIBLE_FEATURE',
-        `unsupported qcow2 feature(s): ${unknownIncompatibleFeatures(unknown, extensions.featureNames)} (incompatible_features ${'0x' + header.incompatibleFeatures.toString(16)}, known mask 0x1f)`,
-        { file: file.path, field: 'incompatible_features', value: unknown, limit: INCOMPAT_KNOWN_MASK },
+    const l1Bytes = header.l1Size * 8;
+    if (header.l1TableOffset + l1Bytes > file.size && l1Bytes > 0) {
+      throw new CorruptImageError(
+        'QCOW2_L1_BEYOND_EOF',
+        `active L1 table (${l1Bytes} bytes at ${header.l1TableOffset}) runs past the end of the file (${file.size} bytes)`,
+        { file: file.path, field: 'l1_table_offset', value: header.l1TableOffset, limit: file.size },
       );
     }
+    const l1Buf = Buffer.allocUnsafeSlow(l1Bytes);
+    if (l1Bytes > 0) await file.read(l1Buf, header.l1TableOffset, l1Bytes);
+    l1Buf.swap32();
+    const l1 = new Uint32Array(l1Buf.buffer, l1Buf.byteOffset, l1Bytes / 4);
+
+    const extensions = decodeExtensions(head, header, file.path);
     if (header.cryptMethod === CRYPT_LUKS && extensions.crypto === null) {
       throw new CorruptImageError('QCOW2_MISSING_CRYPTO_HEADER', 'missing CRYPTO header for crypt method 2 (luks)', {
         file: file.path, field: 'crypto header extension', value: header.cryptMethod,
@@ -134,19 +144,6 @@ export class Qcow2Driver implements BlockDriver {
       });
     }
     const backingName = await readBackingName(file, header, head);
-
-    const l1Bytes = header.l1Size * 8;
-    if (header.l1TableOffset + l1Bytes > file.size && l1Bytes > 0) {
-      throw new CorruptImageError(
-        'QCOW2_L1_BEYOND_EOF',
-        `active L1 table (${l1Bytes} bytes at ${header.l1TableOffset}) runs past the end of the file (${file.size} bytes)`,
-        { file: file.path, field: 'l1_table_offset', value: header.l1TableOffset, limit: file.size },
-      );
-    }
-    const l1Buf = Buffer.allocUnsafeSlow(l1Bytes);
-    if (l1Bytes > 0) await file.read(l1Buf, header.l1TableOffset, l1Bytes);
-    l1Buf.swap32();
-    const l1 = new Uint32Array(l1Buf.buffer, l1Buf.byteOffset, l1Bytes / 4);
     return new Qcow2Driver(file, header, extensions, backingName, l1, options);
   }
 
