@@ -1,0 +1,68 @@
+/**
+ * Test helpers for running processes: the built `vdisk` CLI and any other command, with a
+ * time bound, captured stdout/stderr and the exit status.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (the directory holding package.json). */
+export const REPO_ROOT = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
+
+/** The built CLI entry point (`npm test` builds before running vitest). */
+export const CLI = path.join(REPO_ROOT, 'dist', 'cli', 'bin.js');
+
+/** Result of a finished process. */
+export interface RunResult {
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Exit status; null when killed by a signal. */
+  readonly status: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** Options of {@link run}. */
+export interface RunOptions {
+  readonly cwd?: string;
+  /** Kill the process (SIGKILL) after this many milliseconds (default 60 s). */
+  readonly timeoutMs?: number;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Runs `command args` and collects its output. Never rejects for a non-zero exit. */
+export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd ?? process.cwd(),
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        status,
+        signal,
+      });
+    });
+  });
+}
+
+/** Runs the built CLI (`node dist/cli/bin.js ARGS`) in `cwd`. */
+export function runVdisk(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  if (!existsSync(CLI)) {
+    throw new Error(`${CLI} is missing: build first (npm run build; npm test builds automatically)`);
+  }
+  return run(process.execPath, [CLI, ...args], options);
+}
