@@ -14,8 +14,8 @@ import {
   BDRV_BLOCK_ZERO,
 } from '../formats/driver.js';
 import type { ChainNode } from './chain-node.js';
-import { andThen, type MaybePromise } from './maybe-async.js';
-import { oneLayerStatus, type StatusCounters } from './one-layer.js';
+import type { MaybePromise } from './maybe-async.js';
+import { oneLayerStatus, type LayerAnswer, type StatusCounters } from './one-layer.js';
 
 /** One `qemu-img map` entry (MapEntry in QEMU's QAPI). */
 export interface MapEntry {
@@ -50,27 +50,45 @@ export interface MapWalkOptions {
 
 /** `get_block_status` in qemu-img.c. */
 export function mapStatusAt(top: ChainNode, offset: number, bytes: number, counters: StatusCounters): MaybePromise<MapEntry> {
-  const visit = (bs: ChainNode, n: number, depth: number): MaybePromise<MapEntry> =>
-    andThen(oneLayerStatus(bs, 'mapping', offset, n, counters), (r) => {
-      let flags = r.flags;
-      if ((flags & (BDRV_BLOCK_ZERO | BDRV_BLOCK_DATA)) === 0) {
-        const below = bs.backing;
-        if (below !== null) return visit(below, r.pnum, depth + 1);
-        flags = 0;
-      }
-      const hasOffset = (flags & BDRV_BLOCK_OFFSET_VALID) !== 0;
-      return {
-        start: offset,
-        length: r.pnum,
-        depth,
-        present: (flags & BDRV_BLOCK_ALLOCATED) !== 0,
-        zero: (flags & BDRV_BLOCK_ZERO) !== 0,
-        data: (flags & BDRV_BLOCK_DATA) !== 0,
-        offset: hasOffset ? r.map : null,
-        filename: hasOffset && r.file !== null ? r.file.path : null,
-      };
-    });
-  return visit(top, bytes, 0);
+  return mapFrom(top, 0, offset, bytes, counters);
+}
+
+/** Asks `bs` and the layers below it until one has DATA or ZERO. */
+function mapFrom(bs: ChainNode, depth: number, offset: number, n: number, counters: StatusCounters): MaybePromise<MapEntry> {
+  for (;;) {
+    const r = oneLayerStatus(bs, 'mapping', offset, n, counters);
+    if (r instanceof Promise) return r.then((x) => afterLayer(bs, depth, offset, x, counters));
+    const e = entryFor(bs, depth, offset, r);
+    if (e !== null) return e;
+    bs = bs.backing as ChainNode;
+    depth++;
+    n = r.pnum;
+  }
+}
+
+function afterLayer(bs: ChainNode, depth: number, offset: number, r: LayerAnswer, counters: StatusCounters): MaybePromise<MapEntry> {
+  const e = entryFor(bs, depth, offset, r);
+  return e !== null ? e : mapFrom(bs.backing as ChainNode, depth + 1, offset, r.pnum, counters);
+}
+
+/** The entry for `r`, or null when the layer below must be asked. */
+function entryFor(bs: ChainNode, depth: number, offset: number, r: LayerAnswer): MapEntry | null {
+  let flags = r.flags;
+  if ((flags & (BDRV_BLOCK_ZERO | BDRV_BLOCK_DATA)) === 0) {
+    if (bs.backing !== null) return null;
+    flags = 0;
+  }
+  const hasOffset = (flags & BDRV_BLOCK_OFFSET_VALID) !== 0;
+  return {
+    start: offset,
+    length: r.pnum,
+    depth,
+    present: (flags & BDRV_BLOCK_ALLOCATED) !== 0,
+    zero: (flags & BDRV_BLOCK_ZERO) !== 0,
+    data: (flags & BDRV_BLOCK_DATA) !== 0,
+    offset: hasOffset ? r.map : null,
+    filename: hasOffset && r.file !== null ? r.file.path : null,
+  };
 }
 
 /** `entry_mergeable`. */

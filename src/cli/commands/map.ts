@@ -3,8 +3,11 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Image } from '../../image.js';
-import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, mapEntryJson } from '../format/map-format.js';
+import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../format/map-format.js';
+import { AsciiBuffer } from '../ascii-buffer.js';
 import type { Output } from '../output.js';
+
+const SEP = Buffer.from(',\n', 'latin1');
 
 /** Options of the map command after parsing. */
 export interface MapCommandOptions {
@@ -33,17 +36,20 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
     return;
   }
   if (opts.output === 'json') {
-    await out.write('[');
+    await out.flush();
+    const buf = new AsciiBuffer();
+    buf.text('[');
     let first = true;
     for await (const batch of img.mapEntryBatches(range)) {
-      let s = '';
       for (const e of batch) {
-        s += (first ? '' : ',\n') + mapEntryJson(e);
+        if (!first) buf.bytes(SEP);
+        writeMapEntryJson(buf, e);
         first = false;
       }
-      await out.write(s);
+      if (buf.wantsFlush) await buf.flush();
     }
-    await out.write(']\n');
+    buf.text(']\n');
+    await buf.flush();
     return;
   }
   await out.write(HUMAN_MAP_HEADER);

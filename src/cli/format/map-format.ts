@@ -4,12 +4,41 @@
  * with `%#-16x` columns, rows only for plain data.
  */
 import type { MapEntry } from '../../status/map-entries.js';
+import type { AsciiBuffer } from '../ascii-buffer.js';
 
 /** One JSON entry, without separators. */
 export function mapEntryJson(e: MapEntry): string {
   let s = `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}`;
   if (e.offset !== null) s += `, "offset": ${e.offset}`;
   return s + '}';
+}
+
+const enc = (t: string): Uint8Array => Buffer.from(t, 'latin1');
+const J_START = enc('{ "start": ');
+const J_LENGTH = enc(', "length": ');
+const J_DEPTH = enc(', "depth": ');
+const J_PRESENT = [enc(', "present": false'), enc(', "present": true')] as const;
+const J_ZERO = [enc(', "zero": false'), enc(', "zero": true')] as const;
+const J_DATA = [enc(', "data": false'), enc(', "data": true')] as const;
+const J_OFFSET = enc(', "offset": ');
+const J_END = enc('}');
+
+/** Writes one JSON entry into `out` (same bytes as {@link mapEntryJson}). */
+export function writeMapEntryJson(out: AsciiBuffer, e: MapEntry): void {
+  out.bytes(J_START);
+  out.uint(e.start);
+  out.bytes(J_LENGTH);
+  out.uint(e.length);
+  out.bytes(J_DEPTH);
+  out.uint(e.depth);
+  out.bytes(J_PRESENT[e.present ? 1 : 0]);
+  out.bytes(J_ZERO[e.zero ? 1 : 0]);
+  out.bytes(J_DATA[e.data ? 1 : 0]);
+  if (e.offset !== null) {
+    out.bytes(J_OFFSET);
+    out.uint(e.offset);
+  }
+  out.bytes(J_END);
 }
 
 /** The human table's header line. */

@@ -1,0 +1,89 @@
+/**
+ * An ASCII output buffer: text and non-negative integers are written as bytes into
+ * reusable Buffers that are handed to the stream when full, so printing millions of map
+ * entries allocates neither strings nor fresh buffers (a buffer returns to the pool when
+ * the stream has written it).
+ */
+
+const CHUNK = 256 * 1024;
+
+/** Byte sink with back-pressure. */
+export class AsciiBuffer {
+  private buf: Buffer;
+  private pos = 0;
+  private readonly pool: Buffer[] = [];
+  private readonly encoded = new Map<string, Uint8Array>();
+
+  constructor(private readonly stream: NodeJS.WritableStream = process.stdout) {
+    this.buf = Buffer.allocUnsafeSlow(CHUNK);
+  }
+
+  /** Appends `text` (ASCII; short constant strings are encoded once and cached). */
+  text(text: string): void {
+    let bytes = this.encoded.get(text);
+    if (bytes === undefined) {
+      bytes = Buffer.from(text, 'latin1');
+      if (this.encoded.size < 256) this.encoded.set(text, bytes);
+    }
+    this.bytes(bytes);
+  }
+
+  /** Appends raw bytes. */
+  bytes(bytes: Uint8Array): void {
+    const n = bytes.length;
+    if (this.pos + n > this.buf.length) this.spill();
+    if (n > this.buf.length) {
+      this.stream.write(Buffer.from(bytes));
+      return;
+    }
+    const b = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) b[p++] = bytes[i] as number;
+    this.pos = p;
+  }
+
+  /** Appends a non-negative safe integer in decimal. */
+  uint(n: number): void {
+    if (this.pos + 20 > this.buf.length) this.spill();
+    const b = this.buf;
+    if (n < 10) {
+      b[this.pos++] = 48 + n;
+      return;
+    }
+    let digits = 0;
+    for (let t = n; t >= 1; t = Math.floor(t / 10)) digits++;
+    let p = this.pos + digits;
+    this.pos = p;
+    while (n >= 1) {
+      const q = Math.floor(n / 10);
+      b[--p] = 48 + (n - q * 10);
+      n = q;
+    }
+  }
+
+  /** Whether enough bytes are pending to be worth flushing. */
+  get wantsFlush(): boolean {
+    return this.pos > this.buf.length >> 1;
+  }
+
+  /** Writes the pending bytes; waits for 'drain' when the stream asks. */
+  async flush(): Promise<void> {
+    if (this.pos === 0) return;
+    if (!this.handOff()) await new Promise<void>((resolve) => this.stream.once('drain', resolve));
+  }
+
+  /** Hands the pending bytes to the stream without waiting (the buffer filled mid-entry). */
+  private spill(): void {
+    if (this.pos > 0) this.handOff();
+  }
+
+  private handOff(): boolean {
+    const full = this.buf;
+    const chunk = full.subarray(0, this.pos);
+    this.buf = this.pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+    this.pos = 0;
+    return this.stream.write(chunk, () => {
+      if (this.pool.length < 4) this.pool.push(full);
+    });
+  }
+}
