@@ -27,6 +27,19 @@ import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
 import { Readable } from 'node:stream';
 import { contentRuns, dataExtents, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
 import { readChain } from './status/read.js';
+import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
+import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
+import { stat } from 'node:fs/promises';
+import { IoError } from './errors.js';
+
+async function statIdentity(path: string): Promise<{ dev: bigint; ino: bigint }> {
+  try {
+    const st = await stat(path, { bigint: true });
+    return { dev: st.dev, ino: st.ino };
+  } catch (e) {
+    throw new IoError('IO_OPEN', `cannot open '${path}': ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { file: path, cause: e });
+  }
+}
 
 /** Options of {@link openImage}. */
 export type OpenOptions = ChainOptions;
@@ -174,14 +187,20 @@ export class Image implements AsyncDisposable {
   /**
    * Merged allocation extents over the whole chain (QEMU `bdrv_is_allocated_above` with no
    * base, as `qemu:allocation-depth` reports it). No hole probes are made.
+   *
+   * With `base` (a layer index), only the layers above it count (`bdrv_is_allocated_above(top,
+   * base, false)`): `present` marks what those layers changed over the base, the input of an
+   * incremental backup over external snapshots; where nothing above changed, `depth` is the
+   * base's index.
    */
-  async *allocationExtents(options: ExtentOptions = {}): AsyncGenerator<AllocationExtent> {
+  async *allocationExtents(options: ExtentOptions & { base?: number | null } = {}): AsyncGenerator<AllocationExtent> {
     const { start, end } = this.span(options);
-    const bottom = this.layers.length - 1;
+    const base = this.layerAt(options.base ?? null);
+    const bottom = base === null ? this.layers.length - 1 : base.index;
     let cur: { start: number; length: number; depth: number; present: boolean } | null = null;
     let offset = start;
     while (offset < end) {
-      let r = blockStatusAbove(this.top, null, false, 'allocation', offset, end - offset, this.statusCounters);
+      let r = blockStatusAbove(this.top, base, false, 'allocation', offset, end - offset, this.statusCounters);
       if (r instanceof Promise) r = await r;
       const present = (r.flags & BDRV_BLOCK_ALLOCATED) !== 0;
       const depth = present ? r.depth - 1 : bottom;
@@ -194,6 +213,40 @@ export class Image implements AsyncDisposable {
       offset += r.pnum;
     }
     if (cur !== null) yield cur;
+  }
+
+  /** The index of the layer whose file is `path` (same device and inode), or null. */
+  async layerIndexOf(path: string): Promise<number | null> {
+    const st = await statIdentity(path);
+    for (const l of this.layers) {
+      const id = l.driver.file.identity();
+      if (id.dev === st.dev && id.ino === st.ino) return l.index;
+    }
+    return null;
+  }
+
+  /** The persistent dirty bitmaps of the top layer (none for raw or v2 images). */
+  bitmaps(): Promise<BitmapInfo[]> {
+    return listBitmaps(this.top);
+  }
+
+  /**
+   * Merged dirty and clean runs of the top layer's bitmap `name`, covering the range (what
+   * `qemu-nbd -B NAME` reports as `qemu:dirty-bitmap:NAME`). An in-use bitmap fails with
+   * `QCOW2_BITMAP_INCONSISTENT`; an unknown name with `ARG_BITMAP_NOT_FOUND`.
+   */
+  dirtyExtents(name: string, options: ExtentOptions = {}): AsyncGenerator<DirtyRun> {
+    const { start, end } = this.span(options);
+    return dirtyRuns(this.top, name, start, end);
+  }
+
+  /**
+   * Like {@link dirtyExtents}, with dirty runs split by what the chain reads now: dirty runs
+   * that read as zero (trimmed, discarded, zeroed) carry `zero: true` and need no data copy.
+   */
+  changedExtents(name: string, options: ExtentOptions = {}): AsyncGenerator<ChangedRun> {
+    const { start, end } = this.span(options);
+    return changedRuns(this.top, name, start, end, this.statusCounters);
   }
 
   /**

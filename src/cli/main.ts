@@ -12,6 +12,9 @@ import { compareImages, CompareStepError } from '../ops/compare.js';
 import { runConvert } from './commands/convert.js';
 import { runInfo } from './commands/info.js';
 import { runMap } from './commands/map.js';
+import { runBaseMap, runBitmapMap } from './commands/map-backup.js';
+import { runCheck } from './commands/check.js';
+import { runSnapshotList } from './commands/snapshot.js';
 import { Output } from './output.js';
 import { parseSize } from './size-arg.js';
 
@@ -19,9 +22,13 @@ const USAGE = `usage: vdisk <command> [options] ...
 
 commands:
   map     [-f FMT] [--output=human|json] [-s|--start-offset N] [-l|--max-length N]
-          [--mode=mapping|allocation] FILE
+          [--mode=mapping|allocation] [--snapshot ID|NAME] FILE
+  map     --bitmap NAME [--with-allocation] [--output=human|json] [-s N] [-l N] FILE
+  map     --mode=allocation --base BASEFILE [-s N] [-l N] FILE
   info    [-f FMT] [--output=human|json] [--backing-chain] FILE
-  convert [-f FMT] -O raw [-p] SRC DST
+  snapshot -l [-f FMT] FILE
+  check   [-f FMT] [--output=human|json] FILE
+  convert [-f FMT] [-l ID|NAME] -O raw [-p] SRC DST
   compare [-f FMT] [-F FMT] [-s] A B
 
 common options:
@@ -46,6 +53,10 @@ const COMMANDS = {
     'start-offset': { type: 'string', short: 's' },
     'max-length': { type: 'string', short: 'l' },
     mode: { type: 'string' },
+    bitmap: { type: 'string' },
+    'with-allocation': { type: 'boolean' },
+    snapshot: { type: 'string' },
+    base: { type: 'string' },
     ...COMMON,
   },
   info: {
@@ -58,6 +69,17 @@ const COMMANDS = {
     format: { type: 'string', short: 'f' },
     'output-format': { type: 'string', short: 'O' },
     progress: { type: 'boolean', short: 'p' },
+    snapshot: { type: 'string', short: 'l' },
+    ...COMMON,
+  },
+  snapshot: {
+    format: { type: 'string', short: 'f' },
+    list: { type: 'boolean', short: 'l' },
+    ...COMMON,
+  },
+  check: {
+    format: { type: 'string', short: 'f' },
+    output: { type: 'string' },
     ...COMMON,
   },
   compare: {
@@ -129,9 +151,10 @@ export async function main(argv: string[]): Promise<number> {
     return command === undefined ? 1 : 0;
   }
   const errorStatus = command === 'compare' ? 2 : 1;
+  if (command === 'check') return runCheckCommand(argv.slice(1), debug);
   const out = new Output();
   try {
-    if (!(command in COMMANDS)) throw bad(`unknown command '${command}' (try: map, info, convert, compare)`, 'command', command);
+    if (!(command in COMMANDS)) throw bad(`unknown command '${command}' (try: map, info, snapshot, check, convert, compare)`, 'command', command);
     const name = command as CommandName;
     let parsed;
     try {
@@ -158,7 +181,24 @@ export async function main(argv: string[]): Promise<number> {
         const lengthText = str(v, 'max-length');
         const start = startText === undefined ? 0 : parseSize(startText, '--start-offset');
         const maxLength = lengthText === undefined ? undefined : parseSize(lengthText, '--max-length');
-        await withImage(first, openOptions(v, format), (img) => runMap(img, { output, mode, start, maxLength }, out));
+        const bitmap = str(v, 'bitmap');
+        const base = str(v, 'base');
+        const snapshot = str(v, 'snapshot');
+        if (v['with-allocation'] === true && bitmap === undefined) throw bad('--with-allocation needs --bitmap NAME', '--with-allocation');
+        if (base !== undefined && mode !== 'allocation') throw bad('--base needs --mode=allocation', '--base', base);
+        if (bitmap !== undefined && (base !== undefined || snapshot !== undefined || str(v, 'mode') !== undefined)) {
+          throw bad('--bitmap cannot be combined with --mode, --base or --snapshot', '--bitmap', bitmap);
+        }
+        if (snapshot !== undefined && base !== undefined) throw bad('--snapshot cannot be combined with --base', '--snapshot', snapshot);
+        const options = { ...openOptions(v, format), ...(snapshot === undefined ? {} : { snapshot }) };
+        if (bitmap !== undefined) {
+          const withAllocation = v['with-allocation'] === true;
+          await withImage(first, options, (img) => runBitmapMap(img, { bitmap, withAllocation, output, start, maxLength }, out));
+        } else if (base !== undefined) {
+          await withImage(first, options, (img) => runBaseMap(img, { base, start, maxLength }, out));
+        } else {
+          await withImage(first, options, (img) => runMap(img, { output, mode, start, maxLength }, out));
+        }
         break;
       }
       case 'info': {
@@ -172,11 +212,19 @@ export async function main(argv: string[]): Promise<number> {
       case 'convert': {
         const outputFormat = str(v, 'output-format');
         if (outputFormat === undefined) throw bad('convert needs -O raw', '-O');
-        await withImage(first, openOptions(v, format), (img) =>
+        const snapshot = str(v, 'snapshot');
+        await withImage(first, { ...openOptions(v, format), ...(snapshot === undefined ? {} : { snapshot }) }, (img) =>
           runConvert(img, files[1] as string, { outputFormat, progress: v['progress'] === true }),
         );
         break;
       }
+      case 'snapshot': {
+        if (v['list'] !== true) throw bad('snapshot supports only -l (list); vdisk never writes images', '-l');
+        await withImage(first, openOptions(v, format), (img) => runSnapshotList(img, out));
+        break;
+      }
+      case 'check':
+        break;
       case 'compare':
         return await runCompareCommand(first, files[1] as string, v, format, out, debug);
     }
@@ -186,6 +234,39 @@ export async function main(argv: string[]): Promise<number> {
     await out.flush().catch(() => undefined);
     printError(e, debug);
     return errorStatus;
+  }
+}
+
+/** `check`: qemu-img's statuses (0 clean, 1 check failed or error, 2 corruptions, 3 leaks, 63 raw). */
+async function runCheckCommand(args: string[], debug: boolean): Promise<number> {
+  const out = new Output();
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({ args, options: COMMANDS.check, allowPositionals: true, strict: true });
+    } catch (e) {
+      throw bad(e instanceof Error ? e.message : String(e), 'arguments');
+    }
+    const v = parsed.values as Values;
+    if (v['help'] === true) {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    if (parsed.positionals.length !== 1) throw bad('check needs exactly one FILE', 'FILE');
+    const output = oneOf(str(v, 'output'), ['human', 'json'] as const, '--output', 'human');
+    const options = { ...openOptions(v, formatOption(str(v, 'format'), '-f')), openBacking: false, openDataFile: false };
+    const img = await openImage(parsed.positionals[0] as string, options);
+    try {
+      const status = await runCheck(img, output, out, (line) => process.stderr.write(line + '\n'));
+      await out.flush();
+      return status;
+    } finally {
+      await img.close();
+    }
+  } catch (e) {
+    await out.flush().catch(() => undefined);
+    printError(e, debug);
+    return isVdiskError(e) && e.code === 'CHECK_NOT_SUPPORTED' ? 63 : 1;
   }
 }
 

@@ -10,6 +10,7 @@ import { IoError, PolicyError, UnsupportedImageError } from '../errors.js';
 import type { BlockDriver, FormatName } from '../formats/driver.js';
 import { hasQcow2Magic } from '../formats/qcow2/header.js';
 import { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
+import { openSnapshotView } from '../formats/qcow2/snapshot-view.js';
 import { RawDriver } from '../formats/raw/raw-driver.js';
 import type { LseekFn } from '../io/lseek-binding.js';
 import { NodeFile } from '../io/node-file.js';
@@ -35,6 +36,11 @@ export interface ChainOptions {
   readonly l2CacheBytes?: number;
   /** Receives warnings (probed formats). Default: none. */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Read the top image as it was at this internal snapshot (id, else name), as
+   * `qemu-img convert -l` does; the top image must be qcow2.
+   */
+  readonly snapshot?: string;
   /** Override of the lseek binding (tests); null disables hole probing. */
   readonly lseek?: LseekFn | null;
 }
@@ -100,7 +106,16 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
       if (format === 'raw') options.onWarning?.(rawProbeWarning(topPath));
     }
     const inChain = [{ dev: st.dev, ino: st.ino, path: topPath }];
-    const top = new ChainNode(await openDriver(topFile, format, options), topPath, 0, options.openBacking === false);
+    let topDriver = await openDriver(topFile, format, options);
+    if (options.snapshot !== undefined) {
+      if (!(topDriver instanceof Qcow2Driver)) {
+        throw new UnsupportedImageError('UNSUPPORTED_SNAPSHOT_FORMAT', `'${topPath}' is ${format}: only qcow2 images have internal snapshots`, {
+          file: topPath, field: 'format', value: format, limit: 'qcow2',
+        });
+      }
+      topDriver = await openSnapshotView(topDriver, options.snapshot, options.l2CacheBytes === undefined ? {} : { l2CacheBytes: options.l2CacheBytes });
+    }
+    const top = new ChainNode(topDriver, topPath, 0, options.openBacking === false);
     let node = top;
     for (;;) {
       const d = node.driver;

@@ -162,6 +162,17 @@ export class Qcow2Driver implements BlockDriver {
     this.dataFile = file;
   }
 
+  /**
+   * A view of this image through another L1 table (an internal snapshot's; QEMU
+   * `qcow2_snapshot_load_tmp`): same file, header, backing and data file, and, as in QEMU,
+   * the active virtual size. The view shares the file: close only one of the two.
+   */
+  withL1(l1: L1Words, options: Qcow2OpenOptions = {}): Qcow2Driver {
+    const view = new Qcow2Driver(this.file, this.header, this.extensions, this.backing?.name ?? null, l1, options);
+    if (this.dataFile !== null) view.attachDataFile(this.dataFile);
+    return view;
+  }
+
   /** The attached external data file, if any. */
   get externalDataFile(): RandomAccessFile | null {
     return this.dataFile;
