@@ -7,6 +7,15 @@
 
 const CHUNK = 256 * 1024;
 
+/** "00".."99" as byte pairs. */
+const PAIRS = new Uint8Array(200);
+for (let i = 0; i < 100; i++) {
+  PAIRS[i * 2] = 48 + Math.floor(i / 10);
+  PAIRS[i * 2 + 1] = 48 + (i % 10);
+}
+/** 10^0 .. 10^16. */
+const POW10 = Array.from({ length: 17 }, (_, i) => 10 ** i);
+
 /** Byte sink with back-pressure. */
 export class AsciiBuffer {
   private buf: Buffer;
@@ -46,18 +55,31 @@ export class AsciiBuffer {
   uint(n: number): void {
     if (this.pos + 20 > this.buf.length) this.spill();
     const b = this.buf;
-    if (n < 10) {
-      b[this.pos++] = 48 + n;
-      return;
-    }
-    let digits = 0;
-    for (let t = n; t >= 1; t = Math.floor(t / 10)) digits++;
+    let digits = 1;
+    while (digits < 16 && n >= POW10[digits]!) digits++;
     let p = this.pos + digits;
     this.pos = p;
-    while (n >= 1) {
-      const q = Math.floor(n / 10);
-      b[--p] = 48 + (n - q * 10);
+    // Two digits per step; the high part needs floating-point division above 2^31.
+    while (n >= 0x80000000) {
+      const q = Math.floor(n / 100);
+      const r = (n - q * 100) * 2;
+      b[--p] = PAIRS[r + 1]!;
+      b[--p] = PAIRS[r]!;
       n = q;
+    }
+    let m = n | 0;
+    while (m >= 100) {
+      const q = (m / 100) | 0;
+      const r = (m - q * 100) * 2;
+      b[--p] = PAIRS[r + 1]!;
+      b[--p] = PAIRS[r]!;
+      m = q;
+    }
+    if (m >= 10) {
+      b[--p] = PAIRS[m * 2 + 1]!;
+      b[--p] = PAIRS[m * 2]!;
+    } else {
+      b[--p] = 48 + m;
     }
   }
 

@@ -3,7 +3,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Image } from '../../image.js';
-import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../format/map-format.js';
+import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson, writeMapEntryJsonParts } from '../format/map-format.js';
 import { AsciiBuffer } from '../ascii-buffer.js';
 import type { Output } from '../output.js';
 
@@ -40,6 +40,20 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
     const buf = new AsciiBuffer();
     buf.text('[');
     let first = true;
+    const flat = await img.walkFlatMap(
+      range,
+      (start, length, present, zero, data, offset) => {
+        if (!first) buf.bytes(SEP);
+        writeMapEntryJsonParts(buf, start, length, 0, present, zero, data, offset);
+        first = false;
+      },
+      () => (buf.wantsFlush ? buf.flush() : undefined),
+    );
+    if (flat) {
+      buf.text(']\n');
+      await buf.flush();
+      return;
+    }
     for await (const batch of img.mapEntryBatches(range)) {
       for (const e of batch) {
         if (!first) buf.bytes(SEP);

@@ -17,27 +17,45 @@ const enc = (t: string): Uint8Array => Buffer.from(t, 'latin1');
 const J_START = enc('{ "start": ');
 const J_LENGTH = enc(', "length": ');
 const J_DEPTH = enc(', "depth": ');
-const J_PRESENT = [enc(', "present": false'), enc(', "present": true')] as const;
-const J_ZERO = [enc(', "zero": false'), enc(', "zero": true')] as const;
-const J_DATA = [enc(', "data": false'), enc(', "data": true')] as const;
 const J_OFFSET = enc(', "offset": ');
 const J_END = enc('}');
+/** `, "present": P, "zero": Z, "data": D` for the eight combinations (index P*4 + Z*2 + D). */
+const J_FLAGS = Array.from({ length: 8 }, (_, i) =>
+  enc(`, "present": ${(i & 4) !== 0}, "zero": ${(i & 2) !== 0}, "data": ${(i & 1) !== 0}`),
+);
+/** The same, followed by the end of an entry without offset. */
+const J_FLAGS_END = J_FLAGS.map((f) => enc(Buffer.from(f).toString('latin1') + '}'));
 
 /** Writes one JSON entry into `out` (same bytes as {@link mapEntryJson}). */
 export function writeMapEntryJson(out: AsciiBuffer, e: MapEntry): void {
+  writeMapEntryJsonParts(out, e.start, e.length, e.depth, e.present, e.zero, e.data, e.offset ?? -1);
+}
+
+/** {@link writeMapEntryJson} from plain values; `offset` -1 means none. */
+export function writeMapEntryJsonParts(
+  out: AsciiBuffer,
+  start: number,
+  length: number,
+  depth: number,
+  present: boolean,
+  zero: boolean,
+  data: boolean,
+  offset: number,
+): void {
   out.bytes(J_START);
-  out.uint(e.start);
+  out.uint(start);
   out.bytes(J_LENGTH);
-  out.uint(e.length);
+  out.uint(length);
   out.bytes(J_DEPTH);
-  out.uint(e.depth);
-  out.bytes(J_PRESENT[e.present ? 1 : 0]);
-  out.bytes(J_ZERO[e.zero ? 1 : 0]);
-  out.bytes(J_DATA[e.data ? 1 : 0]);
-  if (e.offset !== null) {
-    out.bytes(J_OFFSET);
-    out.uint(e.offset);
+  out.uint(depth);
+  const k = (present ? 4 : 0) + (zero ? 2 : 0) + (data ? 1 : 0);
+  if (offset < 0) {
+    out.bytes(J_FLAGS_END[k] as Uint8Array);
+    return;
   }
+  out.bytes(J_FLAGS[k] as Uint8Array);
+  out.bytes(J_OFFSET);
+  out.uint(offset);
   out.bytes(J_END);
 }
 

@@ -11,6 +11,7 @@
 import { CorruptImageError, UnsupportedImageError, hex } from '../../errors.js';
 import type { L2Words } from './l2-cache.js';
 import {
+  ClusterType,
   SubclusterType,
   clusterType,
   entryOffset,
@@ -42,6 +43,20 @@ export interface HostMapping {
   /** For Compressed: the raw L2 entry words. */
   readonly entryHi: number;
   readonly entryLo: number;
+}
+
+/** A reusable result for {@link lookupHostOffset} (no allocation per lookup). */
+export interface HostMappingOut {
+  type: SubclusterType;
+  bytes: number;
+  hostOffset: number;
+  entryHi: number;
+  entryLo: number;
+}
+
+/** A fresh scratch result. */
+export function newHostMappingOut(): HostMappingOut {
+  return { type: SubclusterType.UnallocatedPlain, bytes: 0, hostOffset: 0, entryHi: 0, entryLo: 0 };
 }
 
 /** A lookup that needs an L2 table not yet in the cache. */
@@ -88,6 +103,24 @@ export function getHostOffset(
   requested: number,
   memo?: RunMemo,
 ): HostMapping | NeedL2 {
+  const out = newHostMappingOut();
+  const need = lookupHostOffset(g, l1, l2Lookup, offset, requested, memo, out);
+  return need !== 0 ? { needL2: need } : out;
+}
+
+/**
+ * {@link getHostOffset} into a caller's scratch object: returns 0 when `out` holds the
+ * answer, or the host offset of the L2 table to load first (never 0).
+ */
+export function lookupHostOffset(
+  g: MappingGeometry,
+  l1: L1Words,
+  l2Lookup: (l2Offset: number) => L2Words | undefined,
+  offset: number,
+  requested: number,
+  memo: RunMemo | undefined,
+  out: HostMappingOut,
+): number {
   const cs = g.clusterSize;
   const bytes = Math.min(INT_MAX, requested);
   const clusterIndex = Math.floor(offset / cs);
@@ -101,7 +134,7 @@ export function getHostOffset(
   const l1Hi = l1[l1Index * 2];
   const l1Lo = l1[l1Index * 2 + 1];
   if (l1Hi === undefined || l1Lo === undefined || ((l1Hi & 0x00ffffff) === 0 && (l1Lo & 0xfffffe00) === 0)) {
-    return unallocated(need - oic);
+    return fill(out, SubclusterType.UnallocatedPlain, need - oic, 0, 0, 0);
   }
   if (entryOffsetUnsafe(l1Hi)) {
     throw new UnsupportedImageError('QCOW2_OFFSET_TOO_LARGE', `L2 table offset in L1 entry ${l1Index} is 2^53 or more`, {
@@ -121,17 +154,11 @@ export function getHostOffset(
     if (memo.closed || need <= runBytes) {
       const t = memo.type;
       const hasHost = t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc;
-      return {
-        type: t,
-        bytes: Math.min(need, runBytes) - oic,
-        hostOffset: hasHost ? memo.host0 + (clusterIndex - memo.first) * cs + oic : 0,
-        entryHi: 0,
-        entryLo: 0,
-      };
+      return fill(out, t, Math.min(need, runBytes) - oic, hasHost ? memo.host0 + (clusterIndex - memo.first) * cs + oic : 0, 0, 0);
     }
   }
   const l2 = l2Lookup(l2Offset);
-  if (l2 === undefined) return { needL2: l2Offset };
+  if (l2 === undefined) return l2Offset;
 
   const wpe = g.extendedL2 ? 4 : 2;
   const scIndex = Math.floor(oic / g.subclusterSize);
@@ -140,10 +167,11 @@ export function getHostOffset(
   const zeroBits = g.extendedL2 ? (l2[l2Index * 4 + 2] ?? 0) : 0;
   const allocBits = g.extendedL2 ? (l2[l2Index * 4 + 3] ?? 0) : 0;
   const ct = clusterType(hi, lo, g.extendedL2, g.hasDataFile);
-  const type = subclusterType(ct, g.extendedL2, allocBits, zeroBits, scIndex);
-  const where = (): string => `(L2 offset: ${hex(l2Offset)}, L2 index: ${hex(l2Index)})`;
+  const type = g.extendedL2
+    ? subclusterType(ct, true, allocBits, zeroBits, scIndex)
+    : (STANDARD_SUBCLUSTER_TYPE[ct] as SubclusterType);
   if (g.version < 3 && (type === SubclusterType.ZeroPlain || type === SubclusterType.ZeroAlloc)) {
-    throw new CorruptImageError('QCOW2_ZERO_IN_V2', `zero cluster entry found in pre-v3 image ${where()}`, {
+    throw new CorruptImageError('QCOW2_ZERO_IN_V2', `zero cluster entry found in pre-v3 image ${where(l2Offset, l2Index)}`, {
       file: g.file, field: 'L2 entry', value: l2Index, offset: l2Offset + l2Index * 8 * (wpe / 2),
     });
   }
@@ -153,7 +181,7 @@ export function getHostOffset(
       if (g.hasDataFile) {
         throw new CorruptImageError(
           'QCOW2_COMPRESSED_WITH_DATA_FILE',
-          `compressed cluster entry found in image with external data file ${where()}`,
+          `compressed cluster entry found in image with external data file ${where(l2Offset, l2Index)}`,
           { file: g.file, field: 'L2 entry', value: l2Index },
         );
       }
@@ -162,7 +190,7 @@ export function getHostOffset(
     case SubclusterType.ZeroAlloc:
     case SubclusterType.UnallocatedAlloc: {
       if (entryOffsetUnsafe(hi)) {
-        throw new UnsupportedImageError('QCOW2_OFFSET_TOO_LARGE', `cluster offset in L2 entry is 2^53 or more ${where()}`, {
+        throw new UnsupportedImageError('QCOW2_OFFSET_TOO_LARGE', `cluster offset in L2 entry is 2^53 or more ${where(l2Offset, l2Index)}`, {
           file: g.file, field: 'L2 entry', value: l2Index, limit: Number.MAX_SAFE_INTEGER,
         });
       }
@@ -171,14 +199,14 @@ export function getHostOffset(
       if (hostCluster % cs !== 0) {
         throw new CorruptImageError(
           'QCOW2_CLUSTER_OFFSET_UNALIGNED',
-          `cluster allocation offset ${hex(hostCluster)} unaligned ${where()}`,
+          `cluster allocation offset ${hex(hostCluster)} unaligned ${where(l2Offset, l2Index)}`,
           { file: g.file, field: 'L2 entry', value: hostCluster, limit: `aligned to ${cs}` },
         );
       }
       if (g.hasDataFile && hostOffset !== offset) {
         throw new CorruptImageError(
           'QCOW2_DATA_FILE_OFFSET_MISMATCH',
-          `external data file host cluster offset ${hex(hostCluster)} does not match guest cluster offset ${hex(offset - oic)} ${where()}`,
+          `external data file host cluster offset ${hex(hostCluster)} does not match guest cluster offset ${hex(offset - oic)} ${where(l2Offset, l2Index)}`,
           { file: g.file, field: 'L2 entry', value: hostCluster, limit: offset - oic },
         );
       }
@@ -189,7 +217,9 @@ export function getHostOffset(
   }
 
   const nbClusters = Math.ceil(need / cs);
-  const sc = countContiguousSubclusters(g, l2, nbClusters, scIndex, l2Index, l2Offset);
+  const sc = g.extendedL2
+    ? countContiguousSubclusters(g, l2, nbClusters, scIndex, l2Index, l2Offset)
+    : countContiguousClusters(g, l2, nbClusters, l2Index, type, hostOffset - oic);
   if (memo !== undefined && !g.extendedL2 && type !== SubclusterType.Compressed) {
     memo.l2Offset = l2Offset;
     memo.first = clusterIndex;
@@ -200,12 +230,61 @@ export function getHostOffset(
   }
   let available = (sc + scIndex) * g.subclusterSize;
   if (available > need) available = need;
-  return { type, bytes: available - oic, hostOffset, entryHi: hi, entryLo: lo };
+  return fill(out, type, available - oic, hostOffset, hi, lo);
 }
 
-function unallocated(bytes: number): HostMapping {
-  return { type: SubclusterType.UnallocatedPlain, bytes, hostOffset: 0, entryHi: 0, entryLo: 0 };
+/** The location part of corruption messages. */
+function where(l2Offset: number, l2Index: number): string {
+  return `(L2 offset: ${hex(l2Offset)}, L2 index: ${hex(l2Index)})`;
 }
+
+function fill(out: HostMappingOut, type: SubclusterType, bytes: number, hostOffset: number, hi: number, lo: number): 0 {
+  out.type = type;
+  out.bytes = bytes;
+  out.hostOffset = hostOffset;
+  out.entryHi = hi;
+  out.entryLo = lo;
+  return 0;
+}
+
+/**
+ * `count_contiguous_subclusters` for standard L2 tables (one subcluster per cluster): how
+ * many clusters from `l2Index` share the first one's `type` (already classified) and, for
+ * offset-bearing types, continue its host clusters. A tight loop over the table's words.
+ */
+function countContiguousClusters(
+  g: MappingGeometry,
+  l2: L2Words,
+  nbClusters: number,
+  l2Index: number,
+  type: SubclusterType,
+  host0: number,
+): number {
+  if (type === SubclusterType.Compressed) return 1;
+  const checkOffset = type === SubclusterType.Normal || type === SubclusterType.ZeroAlloc;
+  const cs = g.clusterSize;
+  let i = 1;
+  for (; i < nbClusters; i++) {
+    const at = (l2Index + i) * 2;
+    const hi = l2[at] ?? 0;
+    const lo = l2[at + 1] ?? 0;
+    const ct = clusterType(hi, lo, false, g.hasDataFile);
+    if (STANDARD_SUBCLUSTER_TYPE[ct] !== type) break;
+    if (checkOffset && (entryOffsetUnsafe(hi) || entryOffset(hi, lo) !== host0 + i * cs)) break;
+  }
+  return i;
+}
+
+/** Subcluster type of each cluster type without extended L2 (`qcow2_get_subcluster_type`). */
+const STANDARD_SUBCLUSTER_TYPE: readonly SubclusterType[] = (() => {
+  const t: SubclusterType[] = [];
+  t[ClusterType.Unallocated] = SubclusterType.UnallocatedPlain;
+  t[ClusterType.ZeroPlain] = SubclusterType.ZeroPlain;
+  t[ClusterType.ZeroAlloc] = SubclusterType.ZeroAlloc;
+  t[ClusterType.Normal] = SubclusterType.Normal;
+  t[ClusterType.Compressed] = SubclusterType.Compressed;
+  return t;
+})();
 
 /** `count_contiguous_subclusters`: subclusters from `scIndex` of cluster `l2Index` on with one type. */
 function countContiguousSubclusters(
