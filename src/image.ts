@@ -27,6 +27,7 @@ import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
 import { Readable } from 'node:stream';
 import { contentRuns, dataExtents, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
 import { readChain } from './status/read.js';
+import { canWalkFlat, walkFlatMap, type FlatMapSink } from './status/flat-map.js';
 import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
 import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
 import { stat } from 'node:fs/promises';
@@ -176,6 +177,19 @@ export class Image implements AsyncDisposable {
   async *mapExtents(options: ExtentOptions = {}): AsyncGenerator<MapEntry> {
     const { start, end } = this.span(options);
     for await (const batch of mapEntries(this.top, { start, end, human: false }, this.statusCounters)) yield* batch;
+  }
+
+  /**
+   * The JSON map walk without per-entry objects, for a single qcow2 layer without backing
+   * file or encryption: `sink` gets every merged entry (depth 0; offset -1 when absent).
+   * Returns false, doing nothing, when the image is not such a layer (use
+   * {@link Image.mapEntryBatches}).
+   */
+  async walkFlatMap(options: ExtentOptions, sink: FlatMapSink, pause: () => Promise<void> | undefined): Promise<boolean> {
+    if (!canWalkFlat(this.top)) return false;
+    const { start, end } = this.span(options);
+    await walkFlatMap(this.top, start, end, this.statusCounters, sink, pause);
+    return true;
   }
 
   /** Batches of `qemu-img map` entries (human output merges more: `human: true`). */

@@ -33,7 +33,15 @@ import {
 } from './constants.js';
 import { decodeExtensions, type HeaderExtensions } from './extensions.js';
 import { HEADER_PROBE_BYTES, decodeHeader, type Qcow2Header } from './header.js';
-import { emptyRunMemo, getHostOffset, type HostMapping, type L1Words, type MappingGeometry } from './host-offset.js';
+import {
+  emptyRunMemo,
+  getHostOffset,
+  lookupHostOffset,
+  type HostMapping,
+  type HostMappingOut,
+  type L1Words,
+  type MappingGeometry,
+} from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
@@ -279,7 +287,31 @@ export class Qcow2Driver implements BlockDriver {
     return p;
   }
 
-  private async loadL2(l2Offset: number): Promise<void> {
+  /**
+   * The raw lookup behind `blockStatus`, into a scratch object: returns 0 when `out` holds
+   * the run at `offset`, or the offset of an L2 table to load with {@link loadL2} first.
+   */
+  lookupInto(offset: number, bytes: number, out: HostMappingOut): number {
+    return lookupHostOffset(this.geometry, this.l1, this.peekL2, offset, bytes, this.runMemo, out);
+  }
+
+  /** Cached L2 table lookup, bound once (no closure per lookup). */
+  private readonly peekL2 = (o: number): Uint32Array | undefined => this.l2Cache.peek(o);
+
+  /** Whether mapping queries ask the host file about holes (QEMU's metadata-preallocation heuristic); runs the detection once. */
+  mappingRecurses(): Promise<boolean> {
+    return typeof this.metadataPreallocation === 'boolean'
+      ? Promise.resolve(this.metadataPreallocation)
+      : this.detectMetadataPreallocation();
+  }
+
+  /** The file host offsets point into (the external data file, or the image file). */
+  offsetFile(): RandomAccessFile {
+    return this.hasDataFile ? this.requireDataFile() : this.file;
+  }
+
+  /** Loads (and caches) the L2 table at `l2Offset`. */
+  async loadL2(l2Offset: number): Promise<void> {
     if (l2Offset + this.clusterSize > this.file.size) {
       throw new CorruptImageError(
         'QCOW2_L2_BEYOND_EOF',
