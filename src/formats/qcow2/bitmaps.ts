@@ -22,32 +22,42 @@
  * Every failure is a {@link CorruptImageError} (`QCOW2_BITMAP_DIRECTORY` or
  * `QCOW2_BITMAP_TABLE`) or, for extra data, an {@link UnsupportedImageError}.
  */
+import { qemuCString } from '../../binary/c-string.js';
 import { CorruptImageError, UnsupportedImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
-import { QCOW2_MAX_BITMAP_DIRECTORY_SIZE } from './constants.js';
+import {
+  BITMAP_DIR_ENTRY_SIZE,
+  BME_FLAG_AUTO,
+  BME_FLAG_IN_USE,
+  BME_MAX_GRANULARITY_BITS,
+  BME_MAX_NAME_SIZE,
+  BME_MAX_PHYS_SIZE,
+  BME_MAX_TABLE_SIZE,
+  BME_MIN_GRANULARITY_BITS,
+  BME_RESERVED_FLAGS,
+  BME_TABLE_ENTRY_FLAG_ALL_ONES,
+  BME_TABLE_ENTRY_OFFSET_MASK,
+  BME_TABLE_ENTRY_RESERVED_MASK,
+  BT_DIRTY_TRACKING_BITMAP,
+  QCOW2_MAX_BITMAP_DIRECTORY_SIZE,
+} from './constants.js';
 import type { BitmapsExtension } from './extensions.js';
 
-/** Size of the fixed part of a directory entry (`Qcow2BitmapDirEntry`). */
-export const BITMAP_DIR_ENTRY_SIZE = 24;
-/** Largest bitmap table, in entries (`BME_MAX_TABLE_SIZE`). */
-export const BME_MAX_TABLE_SIZE = 0x8000000;
-/** Largest bitmap in bytes of clusters (`BME_MAX_PHYS_SIZE`, 512 MiB). */
-export const BME_MAX_PHYS_SIZE = 0x20000000;
-/** Granularity bounds (`BME_MIN_GRANULARITY_BITS`, `BME_MAX_GRANULARITY_BITS`). */
-export const BME_MIN_GRANULARITY_BITS = 9;
-export const BME_MAX_GRANULARITY_BITS = 31;
-/** Longest bitmap name (`BME_MAX_NAME_SIZE`). */
-export const BME_MAX_NAME_SIZE = 1023;
-/** Flags QEMU 7.2 knows; any other bit is refused (`BME_RESERVED_FLAGS` = 0xfffffffc). */
-export const BME_FLAG_IN_USE = 1 << 0;
-export const BME_FLAG_AUTO = 1 << 1;
-export const BME_RESERVED_FLAGS = 0xfffffffc;
-/** The only bitmap type (`BT_DIRTY_TRACKING_BITMAP`). */
-export const BT_DIRTY_TRACKING_BITMAP = 1;
-/** Bitmap table entry masks. */
-export const BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001fen;
-export const BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00n;
-export const BME_TABLE_ENTRY_FLAG_ALL_ONES = 1n;
+export {
+  BITMAP_DIR_ENTRY_SIZE,
+  BME_FLAG_AUTO,
+  BME_FLAG_IN_USE,
+  BME_MAX_GRANULARITY_BITS,
+  BME_MAX_NAME_SIZE,
+  BME_MAX_PHYS_SIZE,
+  BME_MAX_TABLE_SIZE,
+  BME_MIN_GRANULARITY_BITS,
+  BME_RESERVED_FLAGS,
+  BME_TABLE_ENTRY_FLAG_ALL_ONES,
+  BME_TABLE_ENTRY_OFFSET_MASK,
+  BME_TABLE_ENTRY_RESERVED_MASK,
+  BT_DIRTY_TRACKING_BITMAP,
+};
 
 /** One entry of the bitmap directory. */
 export interface BitmapDirectoryEntry {
@@ -63,7 +73,7 @@ export interface BitmapDirectoryEntry {
   readonly granularity: number;
   /** The name's bytes as stored. */
   readonly nameBytes: Uint8Array;
-  /** The name decoded leniently as UTF-8, up to the first NUL. */
+  /** The name as QEMU decodes it: up to the first NUL, invalid UTF-8 as U+FFFD. */
   readonly name: string;
 }
 
@@ -74,8 +84,6 @@ export interface BitmapContext {
   /** The virtual size QEMU's `bdrv_getlength` reports (whole sectors). */
   readonly virtualSize: number;
 }
-
-const decoder = new TextDecoder('utf-8', { fatal: false });
 
 function dirError(ctx: BitmapContext, message: string, field: string, value: number | bigint | string, limit: number | string, offset?: number): CorruptImageError {
   return new CorruptImageError('QCOW2_BITMAP_DIRECTORY', message, {
@@ -157,8 +165,7 @@ export function decodeBitmapDirectory(dir: Uint8Array, nbBitmaps: number, ctx: B
       });
     }
     const nameBytes = dir.slice(p + BITMAP_DIR_ENTRY_SIZE, p + BITMAP_DIR_ENTRY_SIZE + nameSize);
-    const nul = nameBytes.indexOf(0);
-    const name = decoder.decode(nul < 0 ? nameBytes : nameBytes.subarray(0, nul));
+    const name = qemuCString(nameBytes);
     const bad = constraintViolation({ bitmapTableOffset: bitmapTableOffsetBig, bitmapTableSize, flags, type, granularityBits, nameSize }, ctx);
     if (bad !== null) {
       throw dirError(ctx, `bitmap '${name}' doesn't satisfy the constraints: ${bad.field} is ${typeof bad.value === 'bigint' ? hex(bad.value) : bad.value}, must be ${bad.limit}`,

@@ -77,3 +77,41 @@ export const MIN_SUBCLUSTER_SIZE = 512;
 /** INT_MAX / INT64_MAX, the bounds QEMU checks sizes and offsets against. */
 export const INT_MAX = 0x7fffffff;
 export const INT64_MAX = 0x7fffffffffffffffn;
+
+/**
+ * Bitmaps (docs/interop/qcow2.txt "Bitmaps"; QEMU block/qcow2-bitmap.c): directory entry
+ * limits checked by `check_dir_entry`, and bitmap table entry masks.
+ */
+/** Size of the fixed part of a directory entry (`Qcow2BitmapDirEntry`). */
+export const BITMAP_DIR_ENTRY_SIZE = 24;
+/** Largest bitmap table, in entries (`BME_MAX_TABLE_SIZE`). */
+export const BME_MAX_TABLE_SIZE = 0x8000000;
+/** Largest bitmap in bytes of clusters (`BME_MAX_PHYS_SIZE`, 512 MiB). */
+export const BME_MAX_PHYS_SIZE = 0x20000000;
+/** Granularity bounds (`BME_MIN_GRANULARITY_BITS`, `BME_MAX_GRANULARITY_BITS`). */
+export const BME_MIN_GRANULARITY_BITS = 9;
+export const BME_MAX_GRANULARITY_BITS = 31;
+/** Longest bitmap name (`BME_MAX_NAME_SIZE`). */
+export const BME_MAX_NAME_SIZE = 1023;
+/** Flags QEMU 7.2 knows; any other bit is refused (`BME_RESERVED_FLAGS` = 0xfffffffc). */
+export const BME_FLAG_IN_USE = 1 << 0;
+export const BME_FLAG_AUTO = 1 << 1;
+export const BME_RESERVED_FLAGS = 0xfffffffc;
+/** The only bitmap type (`BT_DIRTY_TRACKING_BITMAP`). */
+export const BT_DIRTY_TRACKING_BITMAP = 1;
+/** Bitmap table entry masks. */
+export const BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001fen;
+export const BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00n;
+export const BME_TABLE_ENTRY_FLAG_ALL_ONES = 1n;
+
+/** LUKS1 (QEMU crypto/block-luks.c), for qcow2 crypt_method 2. */
+/** Size of the LUKS1 header without key material. */
+export const LUKS_HEADER_SIZE = 592;
+/** `LUKS\xba\xbe`. */
+export const LUKS_MAGIC: readonly number[] = [0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe];
+/** LUKS sector size, and the alignment of key material in sectors (4 KiB). */
+export const LUKS_SECTOR = 512;
+export const LUKS_HEADER_SECTORS = 4096 / LUKS_SECTOR;
+/** Key slot states. */
+export const LUKS_SLOT_ENABLED = 0x00ac71f3;
+export const LUKS_SLOT_DISABLED = 0x0000dead;

@@ -28,6 +28,7 @@
  * table is read through a small window, so memory stays bounded by the 64 MiB limit no
  * matter what the counts say.
  */
+import { qemuCString } from '../../binary/c-string.js';
 import { CorruptImageError, UnsupportedImageError } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import { INT_MAX, QCOW_MAX_SNAPSHOTS, QCOW_MAX_SNAPSHOT_EXTRA_DATA, QCOW_MAX_SNAPSHOTS_SIZE } from './constants.js';
@@ -49,9 +50,9 @@ export interface SnapshotTableEntry {
   readonly idBytes: Uint8Array;
   /** The name's bytes as stored. */
   readonly nameBytes: Uint8Array;
-  /** The id string decoded leniently as UTF-8 (up to the first NUL, as QEMU's C string). */
+  /** The id string as QEMU decodes it (up to the first NUL, invalid UTF-8 as U+FFFD). */
   readonly id: string;
-  /** The name decoded leniently as UTF-8 (up to the first NUL, as QEMU's C string). */
+  /** The name as QEMU decodes it (up to the first NUL, invalid UTF-8 as U+FFFD). */
   readonly name: string;
   readonly dateSec: number;
   readonly dateNsec: number;
@@ -69,14 +70,6 @@ export interface SnapshotTableEntry {
 export interface SnapshotTableLocation {
   readonly nbSnapshots: number;
   readonly snapshotsOffset: number;
-}
-
-const decoder = new TextDecoder('utf-8', { fatal: false });
-
-/** Bytes up to the first NUL, decoded leniently (QEMU keeps these as C strings). */
-function cString(bytes: Uint8Array): string {
-  const nul = bytes.indexOf(0);
-  return decoder.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
 }
 
 /**
@@ -185,8 +178,8 @@ export async function readSnapshotTable(file: RandomAccessFile, loc: SnapshotTab
       l1Size,
       idBytes,
       nameBytes,
-      id: cString(idBytes),
-      name: cString(nameBytes),
+      id: qemuCString(idBytes),
+      name: qemuCString(nameBytes),
       dateSec,
       dateNsec,
       vmClockNsec,
