@@ -42,18 +42,24 @@ export function bitmapEntryHuman(e: ChangedRun): string {
 export async function runBitmapMap(img: Image, opts: BitmapMapOptions, out: Output): Promise<void> {
   const range = opts.maxLength === undefined ? { start: opts.start } : { start: opts.start, length: opts.maxLength };
   const runs = opts.withAllocation ? img.changedExtents(opts.bitmap, range) : img.dirtyExtents(opts.bitmap, range);
+  // The first run is asked for before anything is printed: a bad bitmap prints nothing.
+  const first = await runs.next();
+  const all = async function* (): AsyncGenerator<ChangedRun> {
+    if (first.done !== true) yield first.value;
+    yield* runs;
+  };
   if (opts.output === 'json') {
     await out.write('[');
-    let first = true;
-    for await (const e of runs) {
-      await out.write((first ? '' : ',\n') + bitmapEntryJson(e));
-      first = false;
+    let sep = '';
+    for await (const e of all()) {
+      await out.write(sep + bitmapEntryJson(e));
+      sep = ',\n';
     }
     await out.write(']\n');
     return;
   }
   await out.write(HUMAN_BITMAP_HEADER);
-  for await (const e of runs) if (e.dirty) await out.write(bitmapEntryHuman(e));
+  for await (const e of all()) if (e.dirty) await out.write(bitmapEntryHuman(e));
 }
 
 /** Options of `map --mode=allocation --base FILE`. */

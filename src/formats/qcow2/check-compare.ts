@@ -77,12 +77,12 @@ export class StoredRefcounts {
   }
 }
 
-/** QEMU prints this once when a refcount lookup meets an unaligned block. */
+/** QEMU prints this once when a refcount lookup meets an unaligned block (non-fatal: the check opens read-only). */
 function signalUnaligned(st: CheckState, u: RefblockUnaligned, signaled: { done: boolean }): void {
   if (signaled.done) return;
   signaled.done = true;
   st.report(
-    `qcow2: Marking image as corrupt: Refblock offset ${altHex(u.blockOffset)} unaligned (reftable index: ${altHex(u.tableIndex)}); further corruption events will be suppressed`,
+    `qcow2: Image is corrupt: Refblock offset ${altHex(u.blockOffset)} unaligned (reftable index: ${altHex(u.tableIndex)}); further non-fatal corruption events will be suppressed`,
   );
 }
 
