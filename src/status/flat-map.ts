@@ -20,6 +20,9 @@ import { oneLayerStatus, type StatusCounters } from './one-layer.js';
 /** Receives merged entries; `offset` is -1 when the entry has none. Depth is always 0. */
 export type FlatMapSink = (start: number, length: number, present: boolean, zero: boolean, data: boolean, offset: number) => void;
 
+/** L2 tables read ahead of the walk. */
+const L2_READ_AHEAD = 32;
+
 /** QEMU's probe size per call (as in `mapEntries`). */
 const PROBE_BYTES = 1024 * 1024 * 1024;
 
@@ -55,6 +58,7 @@ export async function walkFlatMap(
   while (pos < end) {
     const need = d.lookupInto(pos, Math.min(PROBE_BYTES, end - pos), m);
     if (need !== 0) {
+      d.prefetchL2(pos, L2_READ_AHEAD);
       await d.loadL2(need);
       continue;
     }

@@ -261,16 +261,33 @@ function countContiguousClusters(
   host0: number,
 ): number {
   if (type === SubclusterType.Compressed) return 1;
-  const checkOffset = type === SubclusterType.Normal || type === SubclusterType.ZeroAlloc;
   const cs = g.clusterSize;
   let i = 1;
+  if (type === SubclusterType.Normal || type === SubclusterType.ZeroAlloc) {
+    // Same flags (not compressed; zero flag as the first), host clusters contiguous. An
+    // entry whose offset matches is never unallocated, since `expected` is not 0.
+    // Compare words, not numbers: the high word without COPIED must be the expected
+    // offset's high bits (compressed bit clear); the low word without the reserved bits
+    // 1..8 must be the expected low bits plus the zero flag.
+    const zeroBit = type === SubclusterType.ZeroAlloc ? 1 : 0;
+    const next = host0 + cs;
+    let eHi = Math.floor(next / 0x100000000);
+    let eLo = next - eHi * 0x100000000;
+    for (; i < nbClusters; i++) {
+      const at = (l2Index + i) * 2;
+      if (((l2[at + 1] as number) & 0xfffffe01) >>> 0 !== eLo + zeroBit || ((l2[at] as number) & 0x40ffffff) !== eHi) break;
+      eLo += cs;
+      if (eLo >= 0x100000000) {
+        eLo -= 0x100000000;
+        eHi++;
+      }
+    }
+    return i;
+  }
   for (; i < nbClusters; i++) {
     const at = (l2Index + i) * 2;
-    const hi = l2[at] ?? 0;
-    const lo = l2[at + 1] ?? 0;
-    const ct = clusterType(hi, lo, false, g.hasDataFile);
+    const ct = clusterType(l2[at] as number, l2[at + 1] as number, false, g.hasDataFile);
     if (STANDARD_SUBCLUSTER_TYPE[ct] !== type) break;
-    if (checkOffset && (entryOffsetUnsafe(hi) || entryOffset(hi, lo) !== host0 + i * cs)) break;
   }
   return i;
 }

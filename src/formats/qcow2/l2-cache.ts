@@ -59,12 +59,54 @@ export class L2Cache {
     return p;
   }
 
+  /**
+   * Loads several tables, reading runs of adjacent ones (as metadata preallocation lays
+   * them out) with one read of up to `maxBatch` tables. Tables already cached or loading
+   * are skipped. Failures reject only the returned promise.
+   */
+  loadMany(offsets: readonly number[], maxBatch = 16): Promise<void> {
+    const todo = [...new Set(offsets)]
+      .filter((o) => this.tables.get(o) === undefined && !this.loading.has(o))
+      .sort((a, b) => a - b);
+    const reads: Promise<unknown>[] = [];
+    for (let i = 0; i < todo.length; ) {
+      let j = i + 1;
+      while (j < todo.length && j - i < maxBatch && todo[j] === (todo[j - 1] as number) + this.tableBytes) j++;
+      const run = todo.slice(i, j);
+      const batch = this.readRun(run);
+      run.forEach((o, k) => {
+        const p = batch.then((tables) => tables[k] as L2Words).finally(() => this.loading.delete(o));
+        p.catch(() => undefined);
+        this.loading.set(o, p);
+      });
+      reads.push(batch);
+      i = j;
+    }
+    return Promise.all(reads).then(() => undefined);
+  }
+
   private async read(offset: number): Promise<L2Words> {
-    const buf = Buffer.allocUnsafeSlow(this.tableBytes);
-    await this.file.read(buf, offset, this.tableBytes);
+    return (await this.readRun([offset]))[0] as L2Words;
+  }
+
+  /** Reads adjacent tables starting at `run[0]` with one read; caches and returns them. */
+  private async readRun(run: readonly number[]): Promise<L2Words[]> {
+    const first = run[0] as number;
+    const bytes = this.tableBytes * run.length;
+    const buf = Buffer.allocUnsafeSlow(bytes);
+    await this.file.read(buf, first, bytes);
     buf.swap32();
-    const words = new Uint32Array(buf.buffer, buf.byteOffset, this.tableBytes / 4);
-    this.loads++;
+    const out: L2Words[] = [];
+    for (let k = 0; k < run.length; k++) {
+      const words = new Uint32Array(buf.buffer, buf.byteOffset + k * this.tableBytes, this.tableBytes / 4);
+      this.loads++;
+      this.insert(first + k * this.tableBytes, words);
+      out.push(words);
+    }
+    return out;
+  }
+
+  private insert(offset: number, words: L2Words): void {
     this.tables.set(offset, words);
     if (this.tables.size > this.capacity) {
       const oldest = this.tables.keys().next();
@@ -76,6 +118,5 @@ export class L2Cache {
         }
       }
     }
-    return words;
   }
 }

@@ -322,6 +322,26 @@ export class Qcow2Driver implements BlockDriver {
     await this.l2Cache.load(l2Offset);
   }
 
+  /**
+   * Starts loading the L2 tables of the next `count` L1 entries from the one covering
+   * `guestOffset` (sequential walks: map, convert), so reads overlap instead of waiting one
+   * by one. Failures are not reported here; they surface when a table is actually needed.
+   */
+  prefetchL2(guestOffset: number, count: number): void {
+    const g = this.geometry;
+    const first = Math.floor(guestOffset / g.clusterSize / g.l2Entries);
+    const last = Math.min(this.header.l1Size, first + count);
+    const offsets: number[] = [];
+    for (let i = first; i < last; i++) {
+      const hi = this.l1[i * 2] ?? 0;
+      const lo = this.l1[i * 2 + 1] ?? 0;
+      const off = (hi & 0xffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+      if (off === 0 || off % g.clusterSize !== 0 || off + g.clusterSize > this.file.size) continue;
+      offsets.push(off);
+    }
+    this.l2Cache.loadMany(offsets).catch(() => undefined);
+  }
+
   private toStatus(m: HostMapping, mode: StatusMode): DriverStatus {
     let flags = 0;
     let map = 0;
