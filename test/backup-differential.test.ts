@@ -319,8 +319,23 @@ const damage: Record<string, (f: string) => void> = {
   'refblock-outside-image': (f) => write64(f, qcow2Header(f).reftableOffset + 8, 0x1000000n),
 };
 
+/** Damage applied to a copy of `snapshots` (one snapshot table entry). */
+const snapshotDamage: Record<string, (f: string) => void> = {
+  // 1 Mi L1 entries 1 TiB into the file: reported, never allocated for.
+  'snapshot-l1-far-past-eof': (f) => {
+    const table = Number(read64(f, 64));
+    write64(f, table, 1n << 40n);
+    write64(f, table + 8, (read64(f, table + 8) & 0xffffffffn) | (0x100000n << 32n));
+  },
+  'snapshot-l1-unaligned': (f) => write64(f, Number(read64(f, 64)), read64(f, Number(read64(f, 64))) + 512n),
+  'snapshot-l1-too-large': (f) => {
+    const table = Number(read64(f, 64));
+    write64(f, table + 8, (read64(f, table + 8) & 0xffffffffn) | (0x500000n << 32n));
+  },
+};
+
 describe.skipIf(!hasQemu)('check vs qemu-img check', { concurrent: true }, () => {
-  const names = [...Object.keys(checkCorpus), ...Object.keys(damage), 'compressed-copied'];
+  const names = [...Object.keys(checkCorpus), ...Object.keys(damage), ...Object.keys(snapshotDamage), 'compressed-copied'];
   for (const name of names) {
     it(`${name}: same stdout, stderr and exit status (human and JSON)`, async () => {
       const file = `chk-${name}.qcow2`;
@@ -330,6 +345,9 @@ describe.skipIf(!hasQemu)('check vs qemu-img check', { concurrent: true }, () =>
       } else if (name === 'compressed-copied') {
         await checkCorpus['compressed-zlib']?.(file);
         write64(path.join(dir, file), l2EntryOffset(path.join(dir, file), 0, 0), read64(path.join(dir, file), l2EntryOffset(path.join(dir, file), 0, 0)) | (1n << 63n));
+      } else if (name in snapshotDamage) {
+        await checkCorpus['snapshots']?.(file);
+        snapshotDamage[name]?.(path.join(dir, file));
       } else {
         await checkCorpus['clean-data']?.(file);
         damage[name]?.(path.join(dir, file));

@@ -12,6 +12,7 @@
  *
  * Messages are QEMU's, word for word, and go to `report` in QEMU's order.
  */
+import { UnsupportedImageError } from '../../errors.js';
 import { clusterType, ClusterType } from './l2-entry.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 
@@ -74,7 +75,13 @@ export class RefcountArray {
     const bits = 2 ** refcountOrder;
     this.max = bits >= 32 ? 0xffffffff : 2 ** bits - 1;
     const capacity = nbClusters + 1;
-    this.data = bits <= 8 ? new Uint8Array(capacity) : bits === 16 ? new Uint16Array(capacity) : new Uint32Array(capacity);
+    try {
+      this.data = bits <= 8 ? new Uint8Array(capacity) : bits === 16 ? new Uint16Array(capacity) : new Uint32Array(capacity);
+    } catch (e) {
+      throw new UnsupportedImageError('CHECK_TOO_LARGE', `cannot hold ${capacity} refcounts in memory for the check`, {
+        field: 'file size in clusters', value: capacity, cause: e,
+      });
+    }
     this.size = nbClusters;
   }
 
