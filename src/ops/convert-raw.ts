@@ -17,7 +17,7 @@ export type ProgressFn = (done: number, total: number) => void;
 /** Options of {@link convertToRaw}. */
 export interface ConvertOptions {
   readonly onProgress?: ProgressFn;
-  /** Writes in flight (default 8). */
+  /** Writes in flight (default 1: in order, so the filesystem lays the file out contiguously). */
   readonly writesInFlight?: number;
 }
 
@@ -26,7 +26,7 @@ export async function convertToRaw(img: Image, destination: string, options: Con
   const total = img.virtualSize;
   const out = await RawOutput.create(destination, total);
   const inFlight: Promise<void>[] = [];
-  const limit = Math.max(1, options.writesInFlight ?? 8);
+  const limit = Math.max(1, options.writesInFlight ?? 1);
   try {
     for await (const ext of img.dataExtents()) {
       for (const [from, to] of nonZeroSpans(ext.data, ext.start)) {
