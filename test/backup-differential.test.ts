@@ -335,7 +335,7 @@ const snapshotDamage: Record<string, (f: string) => void> = {
 };
 
 describe.skipIf(!hasQemu)('check vs qemu-img check', { concurrent: true }, () => {
-  const names = [...Object.keys(checkCorpus), ...Object.keys(damage), ...Object.keys(snapshotDamage), 'compressed-copied'];
+  const names = [...Object.keys(checkCorpus), ...Object.keys(damage), ...Object.keys(snapshotDamage), 'compressed-copied', 'bitmaps-autoclear-cleared'];
   for (const name of names) {
     it(`${name}: same stdout, stderr and exit status (human and JSON)`, async () => {
       const file = `chk-${name}.qcow2`;
@@ -345,6 +345,10 @@ describe.skipIf(!hasQemu)('check vs qemu-img check', { concurrent: true }, () =>
       } else if (name === 'compressed-copied') {
         await checkCorpus['compressed-zlib']?.(file);
         write64(path.join(dir, file), l2EntryOffset(path.join(dir, file), 0, 0), read64(path.join(dir, file), l2EntryOffset(path.join(dir, file), 0, 0)) | (1n << 63n));
+      } else if (name === 'bitmaps-autoclear-cleared') {
+        // A program without bitmap support wrote the image: QEMU ignores the bitmaps, their clusters leak.
+        await checkCorpus['bitmaps']?.(file);
+        write64(path.join(dir, file), 88, read64(path.join(dir, file), 88) & ~1n);
       } else if (name in snapshotDamage) {
         await checkCorpus['snapshots']?.(file);
         snapshotDamage[name]?.(path.join(dir, file));
@@ -356,7 +360,7 @@ describe.skipIf(!hasQemu)('check vs qemu-img check', { concurrent: true }, () =>
         const q = await qemuImg(['check', `--output=${output}`, file], dir);
         const v = await runVdisk(['check', `--output=${output}`, file], { cwd: dir });
         expect({ out: v.stdout, err: v.stderr, status: v.status }).toEqual({
-          out: q.stdout, err: q.stderr.replace(/^qemu-img: /gm, 'vdisk: CHECK_FAILED: '), status: q.status,
+          out: q.stdout, err: q.stderr.replace(/^qemu-img: warning: /gm, 'vdisk: warning: ').replace(/^qemu-img: /gm, 'vdisk: CHECK_FAILED: '), status: q.status,
         });
       }
     });

@@ -257,7 +257,7 @@ async function runCheckCommand(args: string[], debug: boolean): Promise<number> 
     const options = { ...openOptions(v, formatOption(str(v, 'format'), '-f')), openBacking: false, openDataFile: false };
     const img = await openImage(parsed.positionals[0] as string, options);
     try {
-      const status = await runCheck(img, output, out, (line) => process.stderr.write(line + '\n'));
+      const status = await runCheck(img, output, out, (line) => process.stderr.write(line + '\n'), (text) => process.stderr.write(text));
       await out.flush();
       return status;
     } finally {

@@ -15,6 +15,7 @@
  */
 import { UnsupportedImageError } from '../errors.js';
 import type { Image } from '../image.js';
+import { hasIgnoredBitmapsExtension, ignoredBitmapsWarning } from '../formats/qcow2/bitmap-table.js';
 import { loadBitmaps, readBitmapDirectory } from '../formats/qcow2/bitmaps.js';
 import { checkOflagCopied, checkRefblocks, compareRefcounts, StoredRefcounts } from '../formats/qcow2/check-compare.js';
 import { altHex, checkRefcountsL1, CheckState, readZeroFilled, type CheckCounts } from '../formats/qcow2/check-refcounts.js';
@@ -35,6 +36,10 @@ export interface CheckResult {
 export interface CheckOptions {
   /** Receives each finding, in QEMU's words and order (qemu-img prints them on stderr). */
   readonly onMessage?: (line: string) => void;
+  /** Receives warnings QEMU prints when it opens the image (default: `onMessage`). */
+  readonly onWarning?: (line: string) => void;
+  /** Receives text QEMU prints without a newline. */
+  readonly onRaw?: (text: string) => void;
 }
 
 const TABLE_CHUNK = 65536;
@@ -57,6 +62,12 @@ export async function checkImage(img: Image, options: CheckOptions = {}): Promis
   const bitmapCtx = { file: file.path, clusterSize: cs, virtualSize: d.length };
   // What QEMU reads and checks when it opens the image.
   const snapshots = await readSnapshotTable(file, h);
+  const warn = options.onWarning ?? options.onMessage ?? (() => undefined);
+  if (await hasIgnoredBitmapsExtension(file, h)) {
+    // QEMU prints the warning, then this sentence without a newline.
+    warn(`warning: ${ignoredBitmapsWarning(h.version)}`);
+    options.onRaw?.("Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.");
+  }
   const bitmapsExt = h.version === 3 ? d.extensions.bitmaps : null;
   if (bitmapsExt !== null) await loadBitmaps(file, bitmapsExt, bitmapCtx);
 

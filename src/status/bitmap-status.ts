@@ -4,8 +4,8 @@
  * `qemu:dirty-bitmap:NAME`), and those runs split by what the chain reads as zero now, so a
  * dirty range that was trimmed or zeroed since needs no data copy.
  */
-import { InvalidArgumentError } from '../errors.js';
-import { bitmapDirtyRuns, type DirtyRun } from '../formats/qcow2/bitmap-table.js';
+import { CorruptImageError, InvalidArgumentError } from '../errors.js';
+import { bitmapDirtyRuns, hasIgnoredBitmapsExtension, ignoredBitmapsWarning, type DirtyRun } from '../formats/qcow2/bitmap-table.js';
 import { loadBitmaps, type BitmapContext, type BitmapDirectoryEntry } from '../formats/qcow2/bitmaps.js';
 import { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
 import type { ChainNode } from './chain-node.js';
@@ -58,6 +58,13 @@ export async function* dirtyRuns(node: ChainNode, name: string, start: number, e
   const entries = await bitmapEntries(node);
   const entry = entries.find((e) => e.name === name);
   const d = node.driver;
+  if (entry === undefined && d instanceof Qcow2Driver && (await hasIgnoredBitmapsExtension(d.file, d.header))) {
+    throw new CorruptImageError(
+      'QCOW2_BITMAP_INCONSISTENT',
+      `bitmap '${name}' cannot be used: ${ignoredBitmapsWarning(d.header.version)} (autoclear bit 0 is clear)`,
+      { file: node.filename, field: 'autoclear_features', value: d.header.autoclearFeatures, limit: 'bit 0 set' },
+    );
+  }
   if (entry === undefined || !(d instanceof Qcow2Driver)) {
     throw new InvalidArgumentError(
       'ARG_BITMAP_NOT_FOUND',

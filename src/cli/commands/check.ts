@@ -64,8 +64,8 @@ export function checkJson(r: CheckResult): string {
 }
 
 /** Runs the check; returns qemu-img's exit status. Findings go to `err` as they come. */
-export async function runCheck(img: Image, output: 'human' | 'json', out: Output, err: (line: string) => void): Promise<number> {
-  const r = await checkImage(img, { onMessage: err });
+export async function runCheck(img: Image, output: 'human' | 'json', out: Output, err: (line: string) => void, errRaw: (text: string) => void = err): Promise<number> {
+  const r = await checkImage(img, { onMessage: err, onWarning: (w) => err(`vdisk: ${w}`), onRaw: errRaw });
   if (r.failure === null) await out.write(output === 'json' ? checkJson(r) : checkHuman(r));
   if (r.failure !== null || r.counts.checkErrors !== 0) {
     err(`vdisk: CHECK_FAILED: Check failed${r.failure === null ? '' : `: ${r.failure}`}`);

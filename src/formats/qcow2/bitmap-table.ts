@@ -18,6 +18,8 @@
  */
 import { CorruptImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { AUTOCLEAR_BITMAPS, EXT_BITMAPS, EXT_END } from './constants.js';
+import type { Qcow2Header } from './header.js';
 import {
   BME_TABLE_ENTRY_FLAG_ALL_ONES,
   BME_TABLE_ENTRY_OFFSET_MASK,
@@ -194,4 +196,36 @@ function scanBits(data: Uint8Array, base: number, bitLo: number, bitHi: number, 
     runs.add(b, b + 1, ((byte >> (rel & 7)) & 1) === 1);
     b++;
   }
+}
+
+/**
+ * Whether the image has a bitmaps extension that QEMU ignores because autoclear bit 0 is
+ * clear: a program without bitmap support wrote the image, so every bitmap is inconsistent
+ * (QEMU warns, lists no bitmaps and leaves their clusters to `qemu-img check` as leaks).
+ * Walks the extension area of the first cluster (bounded by the cluster size).
+ */
+export async function hasIgnoredBitmapsExtension(file: RandomAccessFile, header: Qcow2Header): Promise<boolean> {
+  if ((header.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n) return false;
+  const clusterSize = 2 ** header.clusterBits;
+  const end = Math.min(header.backingFileOffset !== 0 ? header.backingFileOffset : clusterSize, file.size);
+  const start = header.version === 3 ? header.headerLength : 72;
+  if (end <= start) return false;
+  const area = new Uint8Array(end);
+  await file.read(area, 0, end);
+  const dv = new DataView(area.buffer);
+  for (let p = start; p + 8 <= end; ) {
+    const magic = dv.getUint32(p);
+    const len = dv.getUint32(p + 4);
+    if (magic === EXT_END || len > end - p - 8) return false;
+    if (magic === EXT_BITMAPS) return true;
+    p += 8 + Math.ceil(len / 8) * 8;
+  }
+  return false;
+}
+
+/** QEMU's warning for {@link hasIgnoredBitmapsExtension} (then "Some clusters may be leaked…"). */
+export function ignoredBitmapsWarning(version: number): string {
+  return version < 3
+    ? 'This qcow2 v2 image contains bitmaps, but they may have been modified by a program without persistent bitmap support; so now they must all be considered inconsistent'
+    : 'a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent';
 }
