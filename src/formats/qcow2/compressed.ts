@@ -12,6 +12,7 @@ import { inflateRaw } from 'node:zlib';
 import { CorruptImageError, hex } from '../../errors.js';
 import { readZstdFrame } from './zstd-frames.js';
 import { loadZstd, zstdDecompressFrame } from './zstd.js';
+import { zstdPool } from './zstd-pool.js';
 
 /** Where a compressed cluster's payload lies. */
 export interface CompressedDescriptor {
@@ -76,6 +77,49 @@ function zstdCluster(payload: Uint8Array, clusterSize: number): Uint8Array {
   return out;
 }
 
+/** Frames that declare sizes adding up to exactly one cluster (what QEMU writes). */
+interface ZstdPlan {
+  readonly frames: Uint8Array[];
+  readonly sizes: number[];
+}
+
+/**
+ * The data frames of a payload when every one declares its content size and they fill the
+ * cluster exactly; null otherwise (then the frames are decoded inline, one by one).
+ */
+function planZstdFrames(payload: Uint8Array, clusterSize: number): ZstdPlan | null {
+  const frames: Uint8Array[] = [];
+  const sizes: number[] = [];
+  let inPos = 0;
+  let total = 0;
+  while (total < clusterSize) {
+    const f = readZstdFrame(payload.subarray(inPos));
+    if (f.kind === 'invalid') return null;
+    if (f.kind === 'data') {
+      if (f.contentSize < 0 || total + f.contentSize > clusterSize) return null;
+      frames.push(payload.slice(inPos, inPos + f.size));
+      sizes.push(f.contentSize);
+      total += f.contentSize;
+    }
+    inPos += f.size;
+    if (total < clusterSize && inPos >= payload.length) return null;
+  }
+  return { frames, sizes };
+}
+
+/** Decodes planned frames on the worker pool and checks every size. */
+async function decodePlanned(pool: NonNullable<ReturnType<typeof zstdPool>>, plan: ZstdPlan, clusterSize: number): Promise<Uint8Array> {
+  const outs = await pool.decode(plan.frames, plan.sizes);
+  const out = new Uint8Array(clusterSize);
+  let at = 0;
+  outs.forEach((o, i) => {
+    if (o.length !== plan.sizes[i]) throw new Error(`a zstd frame decoded to ${o.length} bytes, not the ${plan.sizes[i] ?? 0} it declares`);
+    out.set(o, at);
+    at += o.length;
+  });
+  return out;
+}
+
 /**
  * Decompresses one cluster. `payload` is the descriptor's bytes (clipped at the end of the
  * file); `compressionType` 0 is zlib, 1 zstd. Failures are `CorruptImageError`s
@@ -89,7 +133,10 @@ export async function decompressCluster(
 ): Promise<Uint8Array> {
   if (compressionType === 1) await loadZstd();
   try {
-    return compressionType === 1 ? zstdCluster(payload, clusterSize) : await inflateCluster(payload, clusterSize);
+    if (compressionType !== 1) return await inflateCluster(payload, clusterSize);
+    const pool = zstdPool();
+    const plan = pool === null ? null : planZstdFrames(payload, clusterSize);
+    return pool === null || plan === null ? zstdCluster(payload, clusterSize) : await decodePlanned(pool, plan, clusterSize);
   } catch (e) {
     throw new CorruptImageError(
       'QCOW2_COMPRESSED_DATA',
