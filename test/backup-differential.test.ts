@@ -17,7 +17,7 @@
 import { copyFileSync, readFileSync, truncateSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runVdisk } from './helpers/cli.js';
+import { run, runVdisk } from './helpers/cli.js';
 import { hasTool, qemuImg } from './helpers/qemu.js';
 import { makeTempDir, removeTempDir } from './helpers/tmp.js';
 import {
@@ -365,6 +365,18 @@ describe.skipIf(!hasQemu)('check vs qemu-img check', { concurrent: true }, () =>
       }
     });
   }
+
+  it('LUKS-encrypted images: the same findings without the key (qemu-img needs it to open)', async () => {
+    const secret = ['--object', 'secret,id=sec0,data=abc'];
+    await sh(['create', '-q', ...secret, '-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', 'chk-luks.qcow2', '4M']);
+    const w = await run('qemu-io', [...secret, '--image-opts', 'driver=qcow2,file.filename=chk-luks.qcow2,encrypt.key-secret=sec0',
+      '-c', 'write 0 100k'], { cwd: dir });
+    expect(w.status).toBe(0);
+    addRefcount(path.join(dir, 'chk-luks.qcow2'), 3, 1);
+    const q = await qemuImg(['check', ...secret, '--image-opts', 'driver=qcow2,file.filename=chk-luks.qcow2,encrypt.key-secret=sec0'], dir);
+    const v = await runVdisk(['check', 'chk-luks.qcow2'], { cwd: dir });
+    expect({ out: v.stdout, err: v.stderr, status: v.status }).toEqual({ out: q.stdout, err: q.stderr, status: q.status });
+  });
 
   it('raw images: qemu-img check exit status 63', async () => {
     await sh(['create', '-q', '-f', 'raw', 'chk.raw', '1M']);
