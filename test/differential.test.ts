@@ -74,6 +74,11 @@ interface CorpusImage {
   readonly allowDir?: boolean;
   /** -s/-l ranges to compare as well. */
   readonly ranges?: readonly Range[];
+  /**
+   * How qemu-img map and qemu-nbd must open the image instead of `-f FORMAT FILE` (e.g.
+   * `--object secret… --image-opts …` for LUKS); vdisk and qemu-img info use the plain path.
+   */
+  readonly qemuOpen?: readonly string[];
 }
 
 /** A group of images made by one shell script (run in the corpus root). */
@@ -106,7 +111,50 @@ mk() { qemu-img create -q "$@"; }
 poke() { local file=$1 off=$2 n=$3 p=$4; (set +o pipefail; yes "$p" | head -c "$n") | dd of="$file" bs=64k seek="$off" oflag=seek_bytes conv=notrunc status=none; }
 `;
 
+/** Images with patched headers or broken references (bad/), all opened with -f qcow2. */
+const DAMAGED_CASE = 'damaged headers';
+/** The damaged images, each with what qemu-img map says about it (checks the corpus itself). */
+const DAMAGED: Readonly<Record<string, string>> = {
+  'cb22.qcow2': 'Unsupported cluster size: 2^22',
+  'incompat5.qcow2': 'Unknown incompatible feature: 20',
+  'corrupt.qcow2': '',
+  'dirty.qcow2': '',
+  'hlen.qcow2': 'qcow2 header too short',
+  'ver4.qcow2': 'Unsupported qcow2 version 4',
+  'l1off.qcow2': 'Active L1 table offset invalid',
+  'l1zero.qcow2': 'L1 table is too small',
+  'rco7.qcow2': 'Reference count entry width too large',
+  'magic.qcow2': 'Image is not in qcow2 format',
+  'trunc.qcow2': 'qcow2 header too short',
+  'gone.qcow2': 'Could not open backing file',
+  'l2unal.qcow2': 'L2 table offset 0x40200 unaligned',
+  'dataunal.qcow2': 'Cluster allocation offset 0x50200 unaligned',
+};
+
+const DAMAGED_SCRIPT = String.raw`
+mkdir bad && cd bad
+# be32 FILE VALUE OFFSET: write a big-endian 32-bit value
+be32() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(( ($2 >> 24) & 255 )) $(( ($2 >> 16) & 255 )) $(( ($2 >> 8) & 255 )) $(( $2 & 255 )))" | dd of="$1" bs=1 seek="$3" conv=notrunc status=none; }
+img() { mk -f qcow2 "$1" 1M; qio "$1" 'write -P 1 0 64k' 'write -P 2 512k 64k'; }
+img cb22.qcow2; be32 cb22.qcow2 22 20
+img incompat5.qcow2; printf '\x20' | dd of=incompat5.qcow2 bs=1 seek=79 conv=notrunc status=none
+img corrupt.qcow2; printf '\x02' | dd of=corrupt.qcow2 bs=1 seek=79 conv=notrunc status=none
+img dirty.qcow2; printf '\x01' | dd of=dirty.qcow2 bs=1 seek=79 conv=notrunc status=none
+img hlen.qcow2; be32 hlen.qcow2 100 100
+img ver4.qcow2; be32 ver4.qcow2 4 4
+img l1off.qcow2; be32 l1off.qcow2 197120 44
+img l1zero.qcow2; be32 l1zero.qcow2 0 36
+img rco7.qcow2; be32 rco7.qcow2 7 96
+img magic.qcow2; printf 'QFIX' | dd of=magic.qcow2 bs=1 conv=notrunc status=none
+img trunc.qcow2; truncate -s 100 trunc.qcow2
+mk -f qcow2 gone-base.qcow2 1M; mk -f qcow2 -b gone-base.qcow2 -F qcow2 gone.qcow2 1M; rm gone-base.qcow2
+# L1[0] (at 0x30000) -> L2 at 0x40200; L2[0] (at 0x40000) -> data at 0x50200
+img l2unal.qcow2; be32 l2unal.qcow2 262656 196612
+img dataunal.qcow2; be32 dataunal.qcow2 328192 262148
+`;
+
 const CASES: readonly CorpusCase[] = [
+  { name: DAMAGED_CASE, script: DAMAGED_SCRIPT, images: [] },
   {
     name: 'v3 standalone',
     script: String.raw`
@@ -304,6 +352,9 @@ qio rel/sub/base.qcow2 'write -P 1 0 128k'
 mk -f qcow2 relb/base.qcow2 1M
 qio relb/base.qcow2 'write -P 1 0 128k'
 (cd rel && mk -f qcow2 -b ../relb/base.qcow2 -F qcow2 up.qcow2 1M && qio up.qcow2 'write -P 2 64k 64k')
+mk -f qcow2 'rel/sub/b ase é.qcow2' 1M
+qio 'rel/sub/b ase é.qcow2' 'write -P 1 0 64k'
+(cd rel && mk -f qcow2 -b './sub/../sub/b ase é.qcow2' -F qcow2 'to"p\x.qcow2' 1M && qio 'to"p\x.qcow2' 'write -P 2 128k 64k')
 `,
     images: [
       { file: 'rel/top.qcow2', format: 'qcow2' },
@@ -312,6 +363,7 @@ qio relb/base.qcow2 'write -P 1 0 128k'
       { file: 'deep.qcow2', cwd: 'rel', format: 'qcow2' },
       { file: 'rel/deep.qcow2', format: 'qcow2', absolute: true },
       { file: 'rel/up.qcow2', format: 'qcow2', allowDir: true },
+      { file: 'rel/to"p\\x.qcow2', format: 'qcow2' },
     ],
   },
   {
@@ -471,6 +523,24 @@ qemu-img snapshot -a s applied.qcow2
     ],
   },
   {
+    name: 'LUKS-encrypted qcow2',
+    script: String.raw`
+mkdir luks && cd luks
+mk -f qcow2 --object secret,id=s0,data=abc -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 luks.qcow2 1M
+qemu-io --object secret,id=s0,data=abc --image-opts driver=qcow2,file.filename=luks.qcow2,encrypt.key-secret=s0 \
+  -c 'write -P 1 0 64k' -c 'write -z 128k 64k' -c 'write -P 2 300k 1000' -c 'write -z -u 512k 64k' >/dev/null
+`,
+    images: [
+      {
+        file: 'luks.qcow2',
+        cwd: 'luks',
+        format: 'qcow2',
+        qemuOpen: ['--object', 'secret,id=s0,data=abc', '--image-opts', 'driver=qcow2,file.filename=luks.qcow2,encrypt.key-secret=s0'],
+        ranges: [['1000', '70000']],
+      },
+    ],
+  },
+  {
     name: 'sparse raw files',
     script: String.raw`
 mkdir raw && cd raw
@@ -578,6 +648,7 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
   let root = '';
   const setupFailures = new Map<string, string>();
   const qemuMemo = memo<RunResult>();
+  const vdiskMemo = memo<RunResult>();
   const nbdMemo = memo<AllocationExtent[]>();
   const layersMemo = memo<number>();
 
@@ -615,8 +686,15 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
           if (failure !== undefined) throw new Error(failure);
         };
         const qemu = (args: string[]): Promise<RunResult> =>
-          qemuMemo(`${label}\0${args.join('\0')}`, () => qemuImg([...args, arg()], cwd()));
-        const vdisk = (args: string[]): Promise<RunResult> => runVdisk([...args, ...extra(), arg()], { cwd: cwd() });
+          qemuMemo(`${label}\0${args.join('\0')}`, () => {
+            if (args[0] === 'map' && img.qemuOpen !== undefined) {
+              const f = args.indexOf('-f');
+              return qemuImg([...(f < 0 ? args : [...args.slice(0, f), ...args.slice(f + 2)]), ...img.qemuOpen], cwd());
+            }
+            return qemuImg([...args, arg()], cwd());
+          });
+        const vdisk = (args: string[]): Promise<RunResult> =>
+          vdiskMemo(`${label}\0${args.join('\0')}`, () => runVdisk([...args, ...extra(), arg()], { cwd: cwd() }));
         const layers = (): Promise<number> =>
           layersMemo(label, async () => {
             const r = await qemu(['info', '--backing-chain', '--output=json', '-f', img.format]);
@@ -627,7 +705,13 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
           nbdMemo(label, async () =>
             mergeAllocation(
               nbdToAllocation(
-                await nbdAllocationDepth({ file: arg(), format: img.format, cwd: cwd(), runDir: root }),
+                await nbdAllocationDepth({
+                  file: arg(),
+                  format: img.format,
+                  cwd: cwd(),
+                  runDir: root,
+                  ...(img.qemuOpen === undefined ? {} : { openArgs: img.qemuOpen }),
+                }),
                 await layers(),
               ),
             ),
@@ -667,7 +751,15 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
             expect(JSON.parse(v.stdout)).toEqual(JSON.parse(q.stdout));
           });
 
-          it('map --output=json without -f (format probed): same stdout and stderr', async ({ expect }) => {
+          it('info --output=json is byte-identical (key order too)', async ({ expect }) => {
+            checkSetup();
+            const args = ['info', '-f', img.format, '--output=json'];
+            const [q, v] = await Promise.all([qemu(args), vdisk(args)]);
+            expect(q.status, describeFailure('qemu-img info', q)).toBe(0);
+            expect(v.stdout).toBe(q.stdout);
+          });
+
+          it.skipIf(img.qemuOpen !== undefined)('map --output=json without -f (format probed): same stdout and stderr', async ({ expect }) => {
             checkSetup();
             const args = ['map', '--output=json'];
             const [q, v] = await Promise.all([qemu(args), vdisk(args)]);
@@ -768,6 +860,28 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
           const [q, v] = await Promise.all([qemuImg(args, root), runVdisk(args, { cwd: root })]);
           expect(v.stdout).toBe(q.stdout);
           expect(v.status).toBe(q.status);
+        });
+      }
+    }
+  });
+
+  describe.concurrent('damaged and unusual headers: same stdout and exit status', () => {
+    for (const [file, message] of Object.entries(DAMAGED)) {
+      for (const command of [['map', '--output=json'], ['map'], ['info', '--output=json']]) {
+        it(`${command.join(' ')} ${file}`, async ({ expect }) => {
+          checkSetupFor(DAMAGED_CASE);
+          const args = [...command, '-f', 'qcow2', file];
+          const [q, v] = await Promise.all([qemuImg(args, path.join(root, 'bad')), runVdisk(args, { cwd: path.join(root, 'bad') })]);
+          if (command[0] === 'map') {
+            if (message === '') expect(q.stderr).toBe('');
+            else expect(q.stderr).toContain(message);
+          }
+          expect(v.status).toBe(q.status);
+          if (command[0] === 'info' && q.status === 0) {
+            expect(JSON.parse(v.stdout)).toEqual(JSON.parse(q.stdout));
+          } else {
+            expect(v.stdout).toBe(q.stdout);
+          }
         });
       }
     }

@@ -76,6 +76,8 @@ export interface NbdTarget {
   readonly cwd: string;
   /** Directory for the socket and pid file (short path: sockets are limited to 107 bytes). */
   readonly runDir: string;
+  /** Replaces `-f FORMAT FILE` (e.g. `--object … --image-opts …`). */
+  readonly openArgs?: readonly string[];
 }
 
 /**
@@ -95,7 +97,7 @@ export async function nbdAllocationDepth(target: NbdTarget): Promise<{ start: nu
     const status = await new Promise<number | null>((resolve, reject) => {
       const child = spawn(
         'qemu-nbd',
-        ['-r', '-A', '-k', sock, '-f', target.format, '--fork', '--pid-file', pidFile, target.file],
+        ['-r', '-A', '-k', sock, '--fork', '--pid-file', pidFile, ...(target.openArgs ?? ['-f', target.format, target.file])],
         { cwd: target.cwd, stdio: ['ignore', 'ignore', errFd] },
       );
       const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
