@@ -54,9 +54,10 @@ class ZstdPool {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { decoder } });
       const slot: Slot = { worker, busy: 0 };
-      worker.unref();
       worker.on('message', (m: Reply) => this.onReply(slot, m));
       worker.on('error', (e) => this.failAll(slot, e));
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref();
       this.slots.push(slot);
     }
   }
