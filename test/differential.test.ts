@@ -153,8 +153,19 @@ img l2unal.qcow2; be32 l2unal.qcow2 262656 196612
 img dataunal.qcow2; be32 dataunal.qcow2 328192 262148
 `;
 
+const HUGE_CASE = 'beyond 2^53';
+
 const CASES: readonly CorpusCase[] = [
   { name: DAMAGED_CASE, script: DAMAGED_SCRIPT, images: [] },
+  {
+    name: HUGE_CASE,
+    script: String.raw`
+mkdir huge && cd huge
+mk -f qcow2 -o cluster_size=2M huge.qcow2 16P
+qio huge.qcow2 'write -P 1 0 64k' 'write -P 2 18014398507384832 2M' 'write -P 3 9007199256838144 64k' 'write -P 4 9007199254740992 512'
+`,
+    images: [],
+  },
   {
     name: 'v3 standalone',
     script: String.raw`
@@ -867,7 +878,7 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
 
   describe.concurrent('damaged and unusual headers: same stdout and exit status', () => {
     for (const [file, message] of Object.entries(DAMAGED)) {
-      for (const command of [['map', '--output=json'], ['map'], ['info', '--output=json']]) {
+      for (const command of [['map', '--output=json'], ['map'], ['info', '--output=json'], ['info', '--backing-chain', '--output=json']]) {
         it(`${command.join(' ')} ${file}`, async ({ expect }) => {
           checkSetupFor(DAMAGED_CASE);
           const args = [...command, '-f', 'qcow2', file];
@@ -884,6 +895,35 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
           }
         });
       }
+    }
+  });
+
+  // A 16 PiB image (2 MiB clusters): offsets beyond 2^53. A full map takes qemu-img ~10 s,
+  // so only windows are compared.
+  describe.concurrent('beyond 2^53: 16 PiB qcow2 with data around 8 PiB', () => {
+    const windows: Range[] = [
+      ['0', '4M'],
+      ['9007199254740992', '4M'],
+      ['9007199254740991', '3'],
+      ['18014398507384832', null],
+    ];
+    it('info --output=json parses to the same object', async ({ expect }) => {
+      checkSetupFor(HUGE_CASE);
+      const args = ['info', '-f', 'qcow2', '--output=json', 'huge/huge.qcow2'];
+      const [q, v] = await Promise.all([qemuImg(args, root), runVdisk(args, { cwd: root })]);
+      expect(q.status, describeFailure('qemu-img info', q)).toBe(0);
+      expect(v.status).toBe(0);
+      expect(JSON.parse(v.stdout)).toEqual(JSON.parse(q.stdout));
+    });
+    for (const range of windows) {
+      it(`map --output=json ${rangeLabel(range)}`, async ({ expect }) => {
+        checkSetupFor(HUGE_CASE);
+        const args = ['map', '-f', 'qcow2', '--output=json', ...rangeArgs(range), 'huge/huge.qcow2'];
+        const [q, v] = await Promise.all([qemuImg(args, root), runVdisk(args, { cwd: root })]);
+        expect(q.status, describeFailure('qemu-img map', q)).toBe(0);
+        expect(v.stdout).toBe(q.stdout);
+        expect(v.status).toBe(0);
+      });
     }
   });
 
