@@ -27,6 +27,9 @@ export class StoredRefcounts {
   readonly tableSize: number;
   readonly entriesPerBlock: number;
   private readonly blocks = new Map<bigint, Uint8Array>();
+  /** The table index whose block was used last, and that block. */
+  private lastIndex = -1;
+  private lastBlock: Uint8Array = new Uint8Array(0);
 
   private constructor(
     private readonly file: RandomAccessFile,
@@ -57,23 +60,33 @@ export class StoredRefcounts {
     return this.table[i] ?? 0n;
   }
 
-  /** `qcow2_get_refcount` of cluster `index`. */
-  async get(index: number): Promise<bigint | RefblockUnaligned> {
+  /**
+   * `qcow2_get_refcount` of cluster `index`; synchronous when the refcount block is cached
+   * (the usual case in a walk), so a walk over millions of clusters makes no promise each.
+   */
+  get(index: number): bigint | RefblockUnaligned | Promise<bigint | RefblockUnaligned> {
     const ti = Math.floor(index / this.entriesPerBlock);
     if (ti >= this.tableSize) return 0n;
-    const blockOffset = this.entry(ti) & REFT_OFFSET_MASK;
-    if (blockOffset === 0n) return 0n;
-    if (blockOffset % BigInt(this.clusterSize) !== 0n) return new RefblockUnaligned(blockOffset, ti);
-    let block = this.blocks.get(blockOffset);
-    if (block === undefined) {
-      block = await readZeroFilled(this.file, blockOffset, this.clusterSize);
-      if (this.blocks.size >= 16) {
-        const first = this.blocks.keys().next();
-        if (first.done !== true) this.blocks.delete(first.value);
-      }
-      this.blocks.set(blockOffset, block);
+    if (ti !== this.lastIndex) {
+      const blockOffset = this.entry(ti) & REFT_OFFSET_MASK;
+      if (blockOffset === 0n) return 0n;
+      if (blockOffset % BigInt(this.clusterSize) !== 0n) return new RefblockUnaligned(blockOffset, ti);
+      const block = this.blocks.get(blockOffset);
+      if (block === undefined) return this.load(blockOffset).then(() => this.get(index));
+      this.lastIndex = ti;
+      this.lastBlock = block;
     }
-    return readEntry(block, index % this.entriesPerBlock, this.refcountOrder);
+    return readEntry(this.lastBlock, index % this.entriesPerBlock, this.refcountOrder);
+  }
+
+  private async load(blockOffset: bigint): Promise<void> {
+    const block = await readZeroFilled(this.file, blockOffset, this.clusterSize);
+    if (this.blocks.size >= 16) {
+      const first = this.blocks.keys().next();
+      if (first.done !== true) this.blocks.delete(first.value);
+      this.lastIndex = -1;
+    }
+    this.blocks.set(blockOffset, block);
   }
 }
 
@@ -127,7 +140,8 @@ export async function compareRefcounts(st: CheckState, stored: StoredRefcounts, 
   let highest = 0;
   const n = st.refcounts.size;
   for (let i = 0; i < n; i++) {
-    const r1 = await stored.get(i);
+    let r1 = stored.get(i);
+      if (r1 instanceof Promise) r1 = await r1;
     if (r1 instanceof RefblockUnaligned) {
       signalUnaligned(st, r1, signaled);
       st.report(`Can't get refcount for cluster ${i}: Input/output error`);
@@ -156,7 +170,8 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
     const lo = l1[i * 2 + 1] ?? 0;
     const l2Offset = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
     if (l2Offset === 0) continue;
-    const r = await stored.get(Math.floor(l2Offset / cs));
+    let r = stored.get(Math.floor(l2Offset / cs));
+      if (r instanceof Promise) r = await r;
     if (r instanceof RefblockUnaligned) {
       signalUnaligned(st, r, signaled);
     } else if ((r === 1n) !== ((hi & 0x80000000) !== 0)) {
@@ -176,7 +191,8 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
         refcount = 1n;
       } else {
         const dataOffset = (eh & 0x00ffffff) * 0x100000000 + ((el & 0xfffffe00) >>> 0);
-        const rc = await stored.get(Math.floor(dataOffset / cs));
+        let rc = stored.get(Math.floor(dataOffset / cs));
+      if (rc instanceof Promise) rc = await rc;
         if (rc instanceof RefblockUnaligned) {
           signalUnaligned(st, rc, signaled);
           continue;
