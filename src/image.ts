@@ -30,6 +30,8 @@ import { readChain } from './status/read.js';
 import { canWalkFlat, walkFlatMap, type FlatMapSink } from './status/flat-map.js';
 import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
 import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
+import { listSnapshots } from './status/snapshot-list.js';
+import type { SnapshotInfo } from './status/image-info.js';
 import { stat } from 'node:fs/promises';
 import { IoError } from './errors.js';
 
@@ -237,6 +239,11 @@ export class Image implements AsyncDisposable {
       if (id.dev === st.dev && id.ino === st.ino) return l.index;
     }
     return null;
+  }
+
+  /** The internal snapshots of the top layer, as `qemu-img snapshot -l` lists them (none for raw images). */
+  snapshots(): Promise<SnapshotInfo[]> {
+    return listSnapshots(this.top);
   }
 
   /** The persistent dirty bitmaps of the top layer (none for raw or v2 images). */

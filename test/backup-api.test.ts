@@ -89,6 +89,14 @@ describe.skipIf(!hasQemu)('backup API', () => {
     expect((await b.isAllocatedAbove(1, false, 0, 65536)).depth).toBe(0);
   });
 
+  it('lists internal snapshots', async () => {
+    await using a = await openImage(p('a.qcow2'));
+    const list = await a.snapshots();
+    expect(list.map((s) => [s.id, s.name, s['vm-state-size']])).toEqual([['1', 'snap', 0]]);
+    await using r = await openImage(p('r.raw'), { format: 'raw' });
+    expect(await r.snapshots()).toEqual([]);
+  });
+
   it('reads an internal snapshot through openImage({ snapshot })', async () => {
     await using now = await openImage(p('a.qcow2'));
     await using then = await openImage(p('a.qcow2'), { snapshot: 'snap' });

@@ -290,6 +290,11 @@ const checkCorpus: Record<string, (name: string) => Promise<void>> = {
     await sh(['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', n, '10M']);
     await io(n, 'write 0 128k', 'write 2M 64k', 'abort');
   },
+  'crash-no-lazy-refcounts': async (n) => {
+    await sh(['create', '-q', '-f', 'qcow2', n, '10M']);
+    await io(n, 'write 0 1M');
+    await io(n, 'write 512k 2M', 'write -z 4M 64k', 'discard 0 64k', 'abort');
+  },
   'lazy-crash-snapshot': async (n) => {
     await sh(['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', n, '10M']);
     await io(n, 'write 0 1M');

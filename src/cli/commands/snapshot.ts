@@ -4,18 +4,9 @@
  * `Snapshot list:`, the header and one row per snapshot, in table order.
  */
 import type { Image } from '../../image.js';
-import { Qcow2Driver } from '../../formats/qcow2/qcow2-driver.js';
-import { readSnapshotTable } from '../../formats/qcow2/snapshots.js';
-import { snapshotInfo, type SnapshotInfo } from '../../status/image-info.js';
+import type { SnapshotInfo } from '../../status/image-info.js';
 import { snapshotHeader, snapshotRow } from '../format/info-human.js';
 import type { Output } from '../output.js';
-
-/** The snapshots of the top layer as qemu-img lists them (empty for raw images). */
-export async function listSnapshots(img: Image): Promise<SnapshotInfo[]> {
-  const d = img.top.driver;
-  if (!(d instanceof Qcow2Driver)) return [];
-  return (await readSnapshotTable(d.file, d.header)).map(snapshotInfo);
-}
 
 /** The text of `qemu-img snapshot -l`. */
 export function snapshotListText(snapshots: readonly SnapshotInfo[]): string {
@@ -27,5 +18,5 @@ export function snapshotListText(snapshots: readonly SnapshotInfo[]): string {
 
 /** Runs `snapshot -l`. */
 export async function runSnapshotList(img: Image, out: Output): Promise<void> {
-  await out.write(snapshotListText(await listSnapshots(img)));
+  await out.write(snapshotListText(await img.snapshots()));
 }
