@@ -290,6 +290,12 @@ const checkCorpus: Record<string, (name: string) => Promise<void>> = {
     await sh(['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', n, '10M']);
     await io(n, 'write 0 128k', 'write 2M 64k', 'abort');
   },
+  'l1-shared-l2': async (n) => {
+    await sh(['create', '-q', '-f', 'qcow2', n, '1G']);
+    await io(n, 'write 0 64k', 'write 600M 64k');
+    const f = path.join(dir, n);
+    write64(f, l1EntryOffset(f, 1), read64(f, l1EntryOffset(f, 0)));
+  },
   'crash-no-lazy-refcounts': async (n) => {
     await sh(['create', '-q', '-f', 'qcow2', n, '10M']);
     await io(n, 'write 0 1M');
@@ -322,6 +328,13 @@ const damage: Record<string, (f: string) => void> = {
   'refblock-unaligned': (f) => write64(f, qcow2Header(f).reftableOffset, 0x21000n),
   'reftable-reserved-bits': (f) => write64(f, qcow2Header(f).reftableOffset, read64(f, qcow2Header(f).reftableOffset) | 1n),
   'refblock-outside-image': (f) => write64(f, qcow2Header(f).reftableOffset + 8, 0x1000000n),
+  'l2-points-at-reftable': (f) => write64(f, l2EntryOffset(f, 0, 9), 0x8000000000000000n | BigInt(qcow2Header(f).reftableOffset)),
+  'l2-points-at-header': (f) => write64(f, l2EntryOffset(f, 0, 9), 0x8000000000000000n | 0x200n),
+  'corrupt-bit-set': (f) => {
+    write64(f, l2EntryOffset(f, 0, 5), 0x8000000000050000n);
+    write64(f, 72, read64(f, 72) | 2n);
+  },
+  'dirty-bit-set': (f) => write64(f, 72, read64(f, 72) | 1n),
 };
 
 /** Damage applied to a copy of `snapshots` (one snapshot table entry). */
