@@ -254,7 +254,8 @@ async function runCheckCommand(args: string[], debug: boolean): Promise<number> 
     }
     if (parsed.positionals.length !== 1) throw bad('check needs exactly one FILE', 'FILE');
     const output = oneOf(str(v, 'output'), ['human', 'json'] as const, '--output', 'human');
-    const options = { ...openOptions(v, formatOption(str(v, 'format'), '-f')), openBacking: false, openDataFile: false };
+    // vdiskChecks off: check reports what vdisk's open-time checks would refuse.
+    const options = { ...openOptions(v, formatOption(str(v, 'format'), '-f')), openBacking: false, openDataFile: false, vdiskChecks: false };
     const img = await openImage(parsed.positionals[0] as string, options);
     try {
       const status = await runCheck(img, output, out, (line) => process.stderr.write(line + '\n'), (text) => process.stderr.write(text));

@@ -46,6 +46,10 @@ export interface BackingReference {
   readonly name: string;
   /** The recorded backing format, or null when the image records none. */
   readonly format: string | null;
+  /** False when the stored name is not valid UTF-8, so `name` is not what is stored; never opened then. */
+  readonly nameExact?: boolean;
+  /** False when the stored format has bytes after a NUL or is not valid UTF-8. */
+  readonly formatExact?: boolean;
 }
 
 /**

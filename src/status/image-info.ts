@@ -116,7 +116,7 @@ async function qcow2Info(d: Qcow2Driver, info: ImageInfo, filename: string): Pro
   let encrypt: Qcow2EncryptInfo | undefined;
   if (h.cryptMethod === CRYPT_AES) encrypt = { format: 'aes' };
   if (h.cryptMethod === CRYPT_LUKS && d.extensions.crypto !== null) {
-    encrypt = { format: 'luks', ...(await readLuksInfo(file, d.extensions.crypto)) };
+    encrypt = { format: 'luks', ...(d.luks ?? (await readLuksInfo(file, d.extensions.crypto))) };
   }
   const snapshots = (await readSnapshotTable(file, h)).map(snapshotInfo);
   let bitmaps: Qcow2BitmapInfo[] | undefined;

@@ -17,6 +17,7 @@ import { NodeFile } from '../io/node-file.js';
 import type { RandomAccessFile } from '../io/random-access-file.js';
 import { ChainNode } from './chain-node.js';
 import { DEFAULT_MAX_CHAIN_DEPTH, vetReference, type OpenPolicy, type VettedFile } from './open-policy.js';
+import { DEFAULT_MAX_METADATA_BYTES, MetadataBudget } from '../formats/budget.js';
 
 /** Options for opening an image chain. */
 export interface ChainOptions {
@@ -43,6 +44,17 @@ export interface ChainOptions {
   readonly snapshot?: string;
   /** Override of the lseek binding (tests); null disables hole probing. */
   readonly lseek?: LseekFn | null;
+  /**
+   * Memory the whole chain may keep for metadata (L1 and refcount tables, L2 indexes and
+   * caches), in bytes (default 128 MiB); a layer that does not fit is `LIMIT_METADATA_MEMORY`.
+   */
+  readonly maxMetadataBytes?: number;
+  /**
+   * vdisk's checks beyond QEMU's (metadata overlaps, tables and clusters past the end of the
+   * file, reserved bits, shared L2 tables; formats/qcow2/open-checks.ts). Default true;
+   * `check` turns them off to report such problems rather than refuse the image.
+   */
+  readonly vdiskChecks?: boolean;
 }
 
 /** Warning qemu-img prints when it probes a raw image. */
@@ -54,10 +66,23 @@ export function rawProbeWarning(name: string): string {
   );
 }
 
-/** Opens `file` as `format`. */
-async function openDriver(file: RandomAccessFile, format: FormatName, options: ChainOptions): Promise<BlockDriver> {
+/** Opens `file` as `format`, reserving its metadata in the chain's `budget`. */
+async function openDriver(file: RandomAccessFile, format: FormatName, options: ChainOptions, budget: MetadataBudget): Promise<BlockDriver> {
   if (format === 'raw') return new RawDriver(file);
-  return Qcow2Driver.open(file, options.l2CacheBytes === undefined ? {} : { l2CacheBytes: options.l2CacheBytes });
+  return Qcow2Driver.open(file, {
+    ...(options.l2CacheBytes === undefined ? {} : { l2CacheBytes: options.l2CacheBytes }),
+    ...(options.vdiskChecks === undefined ? {} : { vdiskChecks: options.vdiskChecks }),
+    budget,
+  });
+}
+
+/** Refuses names whose stored bytes the decoded string does not represent exactly. */
+function refuseInexactName(kind: string, name: string, exact: boolean | undefined, naming: string): void {
+  if (exact === false) {
+    throw new PolicyError('POLICY_INVALID_NAME', `${kind} name '${name}' recorded in '${naming}' is not valid UTF-8 (or has bytes after a NUL); it is not opened`, {
+      file: naming, field: kind, value: name,
+    });
+  }
 }
 
 async function probeFormat(file: RandomAccessFile): Promise<FormatName> {
@@ -97,6 +122,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
     probeBackingFormat: options.probeBackingFormat ?? false,
   };
   const opened: RandomAccessFile[] = [];
+  const budget = new MetadataBudget(options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES);
   try {
     const topFile = await openVetted({ displayPath: topPath, realPath: topReal, dev: st.dev, ino: st.ino }, options);
     opened.push(topFile);
@@ -106,7 +132,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
       if (format === 'raw') options.onWarning?.(rawProbeWarning(topPath));
     }
     const inChain = [{ dev: st.dev, ino: st.ino, path: topPath }];
-    let topDriver = await openDriver(topFile, format, options);
+    let topDriver = await openDriver(topFile, format, options, budget);
     if (options.snapshot !== undefined) {
       if (!(topDriver instanceof Qcow2Driver)) {
         throw new UnsupportedImageError('UNSUPPORTED_SNAPSHOT_FORMAT', `'${topPath}' is ${format}: only qcow2 images have internal snapshots`, {
@@ -120,6 +146,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
     for (;;) {
       const d = node.driver;
       if (d instanceof Qcow2Driver && d.dataFileName !== null && options.openDataFile !== false) {
+        refuseInexactName('external data file', d.dataFileName, d.extensions.dataFileExact, node.filename);
         const v = await vetReference('external data file', d.dataFileName, node.filename, policy, inChain);
         const df = await openVetted(v, options);
         opened.push(df);
@@ -127,6 +154,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
       }
       const ref = d.backing;
       if (ref === null || options.openBacking === false) break;
+      refuseInexactName('backing file', ref.name, ref.nameExact, node.filename);
       const v = await vetReference('backing file', ref.name, node.filename, policy, inChain);
       let bFormat = ref.format;
       if (bFormat === null && !policy.probeBackingFormat) {
@@ -136,8 +164,8 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
           { file: node.filename, field: 'backing format', value: ref.name },
         );
       }
-      if (bFormat !== null && bFormat !== 'raw' && bFormat !== 'qcow2') {
-        throw new UnsupportedImageError('UNSUPPORTED_BACKING_FORMAT', `backing format '${bFormat}' of '${node.filename}' is not supported (raw or qcow2)`, {
+      if (bFormat !== null && ((bFormat !== 'raw' && bFormat !== 'qcow2') || ref.formatExact === false)) {
+        throw new UnsupportedImageError('UNSUPPORTED_BACKING_FORMAT', `backing format '${bFormat}'${ref.formatExact === false ? ' (with bytes after a NUL or invalid UTF-8)' : ''} of '${node.filename}' is not supported (raw or qcow2)`, {
           file: node.filename, field: 'backing format', value: bFormat, limit: 'raw or qcow2',
         });
       }
@@ -147,7 +175,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
         bFormat = await probeFormat(bf);
         options.onWarning?.(`warning: probed the format of backing file '${v.displayPath}' as ${bFormat}; the image records none`);
       }
-      const child = new ChainNode(await openDriver(bf, bFormat as FormatName, options), v.displayPath, node.index + 1);
+      const child = new ChainNode(await openDriver(bf, bFormat as FormatName, options, budget), v.displayPath, node.index + 1);
       inChain.push({ dev: v.dev, ino: v.ino, path: v.displayPath });
       node.backing = child;
       node = child;

@@ -5,6 +5,7 @@
  * else at the end of the first cluster. Each extension is `{u32 magic, u32 len, data, pad}`.
  * Known ones: backing format, feature-name table, external data file, bitmaps, crypto header.
  */
+import { decodeCString, qemuCString } from '../../binary/c-string.js';
 import { CorruptImageError, hex } from '../../errors.js';
 import {
   AUTOCLEAR_BITMAPS,
@@ -44,9 +45,15 @@ export interface CryptoHeaderExtension {
 
 /** Everything found in the extension area. */
 export interface HeaderExtensions {
+  /** The backing format as QEMU reads it (a C string). */
   readonly backingFormat: string | null;
+  /** False when the stored bytes are not exactly that string (bytes after a NUL, invalid UTF-8). */
+  readonly backingFormatExact: boolean;
   readonly featureNames: readonly FeatureName[];
+  /** The external data file name as QEMU reads it (a C string). */
   readonly dataFile: string | null;
+  /** False when the stored bytes are not exactly that name (bytes after a NUL, invalid UTF-8). */
+  readonly dataFileExact: boolean;
   /** Present only when the autoclear bitmaps bit is set (else QEMU ignores it). */
   readonly bitmaps: BitmapsExtension | null;
   readonly crypto: CryptoHeaderExtension | null;
@@ -54,7 +61,14 @@ export interface HeaderExtensions {
   readonly unknown: readonly number[];
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: false });
+/** Extensions an image has at most once (names for messages). */
+const SINGLE_EXTENSIONS = new Map<number, string>([
+  [EXT_BACKING_FORMAT, 'backing format'],
+  [EXT_FEATURE_TABLE, 'feature name table'],
+  [EXT_DATA_FILE, 'external data file'],
+  [EXT_CRYPTO_HEADER, 'full disk encryption header'],
+  [EXT_BITMAPS, 'bitmaps'],
+]);
 
 /** Decodes the extension area from the first cluster's bytes (`head`). */
 export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: string): HeaderExtensions {
@@ -62,12 +76,15 @@ export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: st
   const end = Math.min(header.backingFileOffset !== 0 ? header.backingFileOffset : clusterSize, head.length);
   const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
   let backingFormat: string | null = null;
+  let backingFormatExact = true;
   let dataFile: string | null = null;
+  let dataFileExact = true;
   let bitmaps: BitmapsExtension | null = null;
   let crypto: CryptoHeaderExtension | null = null;
   const featureNames: FeatureName[] = [];
   const unknown: number[] = [];
 
+  const seen = new Set<number>();
   let offset = header.version === 3 ? header.headerLength : 72;
   while (offset < end) {
     if (offset + 8 > end) {
@@ -78,9 +95,20 @@ export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: st
     const data = offset + 8;
     if (len > end - data) throw tooLarge(file, offset, magic, len, end);
     const bytes = head.subarray(data, data + len);
+    if (SINGLE_EXTENSIONS.has(magic)) {
+      // QEMU lets the last one win; two of them means the image was not written by QEMU.
+      if (seen.has(magic)) {
+        throw new CorruptImageError(
+          'QCOW2_EXT_DUPLICATE',
+          `header extension ${SINGLE_EXTENSIONS.get(magic) ?? hex(magic)} (${hex(magic)}) appears twice (again at byte ${offset})`,
+          { file, field: 'header extension', value: magic, limit: 'at most one', offset },
+        );
+      }
+      seen.add(magic);
+    }
     switch (magic) {
       case EXT_END:
-        return { backingFormat, featureNames, dataFile, bitmaps, crypto, unknown };
+        return { backingFormat, backingFormatExact, featureNames, dataFile, dataFileExact, bitmaps, crypto, unknown };
       case EXT_BACKING_FORMAT:
         if (len > MAX_BACKING_FORMAT) {
           throw new CorruptImageError(
@@ -90,6 +118,7 @@ export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: st
           );
         }
         backingFormat = cString(bytes);
+        backingFormatExact = isExactCString(bytes);
         break;
       case EXT_FEATURE_TABLE:
         for (let p = 0; p + 48 <= len; p += 48) {
@@ -98,6 +127,7 @@ export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: st
         break;
       case EXT_DATA_FILE:
         dataFile = cString(bytes);
+        dataFileExact = isExactCString(bytes);
         break;
       case EXT_CRYPTO_HEADER:
         if (header.cryptMethod !== CRYPT_LUKS) {
@@ -137,7 +167,7 @@ export function decodeExtensions(head: Uint8Array, header: Qcow2Header, file: st
     }
     offset = data + Math.ceil(len / 8) * 8;
   }
-  return { backingFormat, featureNames, dataFile, bitmaps, crypto, unknown };
+  return { backingFormat, backingFormatExact, featureNames, dataFile, dataFileExact, bitmaps, crypto, unknown };
 }
 
 function decodeBitmapsExt(dv: DataView, at: number, len: number, clusterSize: number, file: string): BitmapsExtension {
@@ -168,10 +198,15 @@ function tooLarge(file: string, offset: number, magic: number, len: number, end:
   );
 }
 
-/** A string up to the first NUL. */
+/** A string up to the first NUL, as QEMU reads it (binary/c-string.ts). */
 function cString(bytes: Uint8Array): string {
-  const nul = bytes.indexOf(0);
-  return decoder.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+  return qemuCString(bytes);
+}
+
+/** True when `bytes` are valid UTF-8 with nothing but NULs after the first NUL. */
+function isExactCString(bytes: Uint8Array): boolean {
+  const d = decodeCString(bytes);
+  return !d.replaced && (d.nulAt < 0 || bytes.subarray(d.nulAt).every((b) => b === 0));
 }
 
 /**

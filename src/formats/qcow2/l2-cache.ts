@@ -28,6 +28,8 @@ export class L2Cache {
     private readonly file: RandomAccessFile,
     private readonly tableBytes: number,
     budgetBytes: number = DEFAULT_L2_CACHE_BYTES,
+    /** Checks a table before it is cached (l2-table-check.ts); a table it refuses is not cached. */
+    private readonly validate: ((offset: number, words: L2Words) => void) | null = null,
   ) {
     this.capacity = Math.max(2, Math.floor(budgetBytes / tableBytes));
   }
@@ -99,6 +101,7 @@ export class L2Cache {
     const out: L2Words[] = [];
     for (let k = 0; k < run.length; k++) {
       const words = new Uint32Array(buf.buffer, buf.byteOffset + k * this.tableBytes, this.tableBytes / 4);
+      this.validate?.(first + k * this.tableBytes, words);
       this.loads++;
       this.insert(first + k * this.tableBytes, words);
       out.push(words);

@@ -6,6 +6,7 @@
  * and opened by `src/status` through the open policy; the data file is then attached with
  * {@link Qcow2Driver.attachDataFile}. Lookups are synchronous when the L2 table is cached.
  */
+import { decodeCString, type DecodedCString } from '../../binary/c-string.js';
 import { CorruptImageError, IoError, UnsupportedImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import {
@@ -45,11 +46,23 @@ import {
 import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
+import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
+import type { LuksInfo } from './luks-header.js';
+import type { MetadataBudget } from '../budget.js';
 
 /** Options for opening a qcow2 layer. */
 export interface Qcow2OpenOptions {
   /** L2 cache budget in bytes (default 32 MiB, QEMU's default). */
   readonly l2CacheBytes?: number;
+  /** The chain's metadata budget: the L1 table, refcount table, L2 index and caches are reserved in it. */
+  readonly budget?: MetadataBudget;
+  /** vdisk's checks beyond QEMU's, at open and on each L2 table load (open-checks.ts); default true. */
+  readonly vdiskChecks?: boolean;
+}
+
+/** Decompressed clusters kept per layer: up to 8, at most 4 MiB. */
+function decompressedCacheEntries(clusterSize: number): number {
+  return Math.max(1, Math.min(8, Math.floor((4 * 1024 * 1024) / clusterSize)));
 }
 
 /** An open qcow2 layer. */
@@ -69,20 +82,27 @@ export class Qcow2Driver implements BlockDriver {
   /** Recently decompressed clusters by payload host offset (a few, bounded). */
   private readonly decompressed = new Map<number, Promise<Uint8Array>>();
   private metadataPreallocation: Promise<boolean> | boolean | undefined;
+  private readonly decompressedMax: number;
+  /** The LUKS header, decoded and checked at open (crypt_method 2), else null. */
+  readonly luks: LuksInfo | null;
 
   private constructor(
     readonly file: RandomAccessFile,
     readonly header: Qcow2Header,
     readonly extensions: HeaderExtensions,
-    backingName: string | null,
+    private readonly backingName: DecodedCString | null,
     private readonly l1: L1Words,
     options: Qcow2OpenOptions,
+    private readonly checks: OpenCheckResult,
   ) {
     this.clusterSize = 2 ** header.clusterBits;
     // bs->total_sectors = size / 512: the block layer rounds a qcow2 size down to sectors.
     this.length = Number(header.size / 512n) * 512;
     this.alignment = header.cryptMethod !== CRYPT_NONE ? 512 : 1;
-    this.backing = backingName === null ? null : { name: backingName, format: extensions.backingFormat };
+    this.backing = backingName === null ? null : {
+      name: backingName.text, format: extensions.backingFormat, nameExact: !backingName.replaced, formatExact: extensions.backingFormatExact,
+    };
+    this.luks = checks.luks;
     const hasDataFile = (header.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n;
     this.dataFileName = hasDataFile ? extensions.dataFile : null;
     const extendedL2 = (header.incompatibleFeatures & INCOMPAT_EXTL2) !== 0n;
@@ -98,13 +118,21 @@ export class Qcow2Driver implements BlockDriver {
       subclusterSize: this.clusterSize / spc,
       hasDataFile,
     };
-    this.l2Cache = new L2Cache(file, this.clusterSize, options.l2CacheBytes ?? DEFAULT_L2_CACHE_BYTES);
+    let l2Bytes = options.l2CacheBytes ?? DEFAULT_L2_CACHE_BYTES;
+    if (options.budget !== undefined) {
+      l2Bytes = options.budget.cacheSize(l2Bytes, 2 * this.clusterSize);
+      options.budget.reserve(l2Bytes, 'L2 cache', file.path);
+    }
+    const checker = checks.l2Checker;
+    this.l2Cache = new L2Cache(file, this.clusterSize, l2Bytes, checker === null ? null : (o, w) => checker.check(o, w));
+    this.decompressedMax = decompressedCacheEntries(this.clusterSize);
     this.refcounts = new RefcountReader(
       file,
       header.clusterBits,
       header.refcountOrder,
       header.refcountTableOffset,
       header.refcountTableClusters,
+      checks.refcountTable,
     );
   }
 
@@ -129,6 +157,7 @@ export class Qcow2Driver implements BlockDriver {
         { file: file.path, field: 'l1_table_offset', value: header.l1TableOffset, limit: file.size },
       );
     }
+    options.budget?.reserve(l1Bytes, 'active L1 table', file.path);
     const l1Buf = Buffer.allocUnsafeSlow(l1Bytes);
     if (l1Bytes > 0) await file.read(l1Buf, header.l1TableOffset, l1Bytes);
     l1Buf.swap32();
@@ -152,7 +181,11 @@ export class Qcow2Driver implements BlockDriver {
       });
     }
     const backingName = await readBackingName(file, header, head);
-    return new Qcow2Driver(file, header, extensions, backingName, l1, options);
+    const checks = await runOpenChecks({
+      file, header, extensions, l1, length: Number(header.size / 512n) * 512,
+      vdiskChecks: options.vdiskChecks ?? true, budget: options.budget ?? null,
+    });
+    return new Qcow2Driver(file, header, extensions, backingName, l1, options, checks);
   }
 
   /** Whether the image uses an external data file. */
@@ -176,7 +209,8 @@ export class Qcow2Driver implements BlockDriver {
    * the active virtual size. The view shares the file: close only one of the two.
    */
   withL1(l1: L1Words, options: Qcow2OpenOptions = {}): Qcow2Driver {
-    const view = new Qcow2Driver(this.file, this.header, this.extensions, this.backing?.name ?? null, l1, options);
+    const checker = this.checks.l2Checker?.forL1(l1) ?? null;
+    const view = new Qcow2Driver(this.file, this.header, this.extensions, this.backingName, l1, options, { ...this.checks, l2Checker: checker });
     if (this.dataFile !== null) view.attachDataFile(this.dataFile);
     return view;
   }
@@ -280,7 +314,7 @@ export class Qcow2Driver implements BlockDriver {
     })();
     this.decompressed.set(hostOffset, p);
     p.catch(() => this.decompressed.delete(hostOffset));
-    if (this.decompressed.size > 8) {
+    if (this.decompressed.size > this.decompressedMax) {
       const first = this.decompressed.keys().next();
       if (first.done !== true) this.decompressed.delete(first.value);
     }
@@ -400,8 +434,11 @@ export class Qcow2Driver implements BlockDriver {
   }
 }
 
-/** Reads and checks the backing file name (`Backing file name too long`, no NUL inside). */
-async function readBackingName(file: RandomAccessFile, header: Qcow2Header, head: Uint8Array): Promise<string | null> {
+/**
+ * Reads and checks the backing file name (`Backing file name too long`, no NUL inside),
+ * decoded as QEMU does (binary/c-string.ts); `replaced` says the bytes were not UTF-8.
+ */
+async function readBackingName(file: RandomAccessFile, header: Qcow2Header, head: Uint8Array): Promise<DecodedCString | null> {
   if (header.backingFileOffset === 0) return null;
   const len = header.backingFileSize;
   if (len === 0) {
@@ -428,6 +465,5 @@ async function readBackingName(file: RandomAccessFile, header: Qcow2Header, head
       file: file.path, field: 'backing file name', value: len,
     });
   }
-  const name = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
-  return name;
+  return decodeCString(bytes);
 }

@@ -20,8 +20,11 @@ export class RefcountReader {
     private readonly refcountOrder: number,
     private readonly tableOffset: number,
     private readonly tableClusters: number,
+    /** The refcount table when the caller has read it already (open-checks.ts). */
+    table: BigUint64Array | null = null,
   ) {
     this.entriesPerBlock = 2 ** (clusterBits + 3 - refcountOrder);
+    this.table = table;
   }
 
   /** Refcount of host cluster `index` (0 when no refcount block covers it). */
@@ -65,6 +68,13 @@ export class RefcountReader {
   private async loadTable(): Promise<BigUint64Array> {
     if (this.table !== null) return this.table;
     const bytes = this.tableClusters * 2 ** this.clusterBits;
+    if (this.tableOffset + bytes > this.file.size) {
+      throw new CorruptImageError(
+        'QCOW2_REFCOUNT_TABLE_BEYOND_EOF',
+        `refcount table (${bytes} bytes at ${hex(this.tableOffset)}) runs past the end of the file (${this.file.size} bytes)`,
+        { file: this.file.path, field: 'refcount_table_offset', value: this.tableOffset, limit: this.file.size, offset: this.tableOffset },
+      );
+    }
     const buf = Buffer.allocUnsafeSlow(bytes);
     await this.file.read(buf, this.tableOffset, bytes);
     const dv = new DataView(buf.buffer, buf.byteOffset, bytes);
@@ -78,6 +88,13 @@ export class RefcountReader {
     const hit = this.blocks.get(offset);
     if (hit !== undefined) return hit;
     const size = 2 ** this.clusterBits;
+    if (offset + size > this.file.size) {
+      throw new CorruptImageError(
+        'QCOW2_REFBLOCK_BEYOND_EOF',
+        `refcount block at ${hex(offset)} lies past the end of the file (${this.file.size} bytes)`,
+        { file: this.file.path, field: 'refcount table entry', value: offset, limit: this.file.size },
+      );
+    }
     const buf = new Uint8Array(size);
     await this.file.read(buf, offset, size);
     if (this.blocks.size >= 8) {

@@ -113,6 +113,21 @@ function corrupt(file: string, message: string, details: { field: string; value:
  * end of the file; each names the entry, the field, the value and the limit.
  */
 export async function readSnapshotTable(file: RandomAccessFile, loc: SnapshotTableLocation): Promise<SnapshotTableEntry[]> {
+  const entries: SnapshotTableEntry[] = [];
+  await scanSnapshotTable(file, loc, (e) => entries.push(e));
+  return entries;
+}
+
+/**
+ * Walks the snapshot table with the checks of {@link readSnapshotTable}, handing each entry
+ * to `onEntry` without keeping it (memory: one entry and a 64 KiB window). Returns the
+ * table's length in bytes (0 without snapshots).
+ */
+export async function scanSnapshotTable(
+  file: RandomAccessFile,
+  loc: SnapshotTableLocation,
+  onEntry: (e: SnapshotTableEntry) => void,
+): Promise<number> {
   const path = file.path;
   const { nbSnapshots, snapshotsOffset } = loc;
   if (!Number.isSafeInteger(nbSnapshots) || nbSnapshots < 0 || nbSnapshots > QCOW_MAX_SNAPSHOTS) {
@@ -133,7 +148,6 @@ export async function readSnapshotTable(file: RandomAccessFile, loc: SnapshotTab
       });
     }
   };
-  const entries: SnapshotTableEntry[] = [];
   let offset = snapshotsOffset;
   for (let i = 0; i < nbSnapshots; i++) {
     offset = Math.ceil(offset / 8) * 8;
@@ -171,7 +185,7 @@ export async function readSnapshotTable(file: RandomAccessFile, loc: SnapshotTab
         field: 'snapshot table size', value: tableLength, limit: QCOW_MAX_SNAPSHOTS_SIZE, offset: entryOffset,
       });
     }
-    entries.push({
+    onEntry({
       index: i,
       offset: entryOffset,
       l1TableOffset,
@@ -189,5 +203,5 @@ export async function readSnapshotTable(file: RandomAccessFile, loc: SnapshotTab
       icount,
     });
   }
-  return entries;
+  return offset - snapshotsOffset;
 }

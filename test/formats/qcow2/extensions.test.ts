@@ -55,8 +55,10 @@ describe('decodeExtensions', () => {
   it('an empty area (end marker at once) gives nothing', () => {
     expect(decodeWith([])).toEqual({
       backingFormat: null,
+      backingFormatExact: true,
       featureNames: [],
       dataFile: null,
+      dataFileExact: true,
       bitmaps: null,
       crypto: null,
       unknown: [],

@@ -1,0 +1,227 @@
+/**
+ * Checks of the active L1 table (once, at open) and of each L2 table (once per load, before
+ * it enters the cache) that QEMU does not make when it reads, but `qemu-img check` reports
+ * (HOSTILE-IMAGES.md §2, §6c):
+ *
+ * - L1 entries with reserved bits set (`0x7f000000000001ff`), and two L1 entries naming the
+ *   same L2 table (`QCOW2_RESERVED_BITS`, `QCOW2_L2_DUPLICATE`);
+ * - an L2 table overlapping metadata (header, L1, refcount structures, snapshot table,
+ *   bitmap directory, LUKS header);
+ * - L2 entries with reserved bits set (standard `0x3f000000000001fe`; compressed entries
+ *   with COPIED or, with extended L2, a non-zero subcluster bitmap);
+ * - host clusters (data, preallocated zero) starting at or past the end of the file
+ *   (`QCOW2_DATA_BEYOND_EOF`; QEMU reads zeroes there), or overlapping metadata or an
+ *   active L2 table (`QCOW2_METADATA_OVERLAP`);
+ * - compressed payloads starting past the end of the file (`QCOW2_COMPRESSED_BEYOND_EOF`)
+ *   or overlapping metadata or an active L2 table.
+ *
+ * Entry problems QEMU itself signals lazily (unaligned offsets, offsets of 2^53 or more,
+ * zero clusters in v2 images, compressed clusters with a data file, bad subcluster
+ * bitmaps) are left to the lookup (host-offset.ts), which reports them in QEMU's words.
+ * A table that fails here is not cached: every lookup in it fails the same way.
+ */
+import { CorruptImageError, hex } from '../../errors.js';
+import { MetadataRanges, overlapError } from './metadata-ranges.js';
+
+/** What the checks need to know about the image. */
+export interface L2CheckContext {
+  readonly file: string;
+  /** Size of the image file in bytes (host clusters and payloads must start below it). */
+  readonly fileSize: number;
+  readonly clusterBits: number;
+  readonly clusterSize: number;
+  readonly extendedL2: boolean;
+  /** Host offsets of data point into an external data file (not checked against this file). */
+  readonly hasDataFile: boolean;
+}
+
+/** L1 reserved bits 56..62 (high word) and 0..8 (low word). */
+const L1_RESERVED_HI = 0x7f000000;
+const L1_RESERVED_LO = 0x000001ff;
+/** Standard L2 reserved bits 56..61 (high word) and 1..8 (low word). */
+const L2_RESERVED_HI = 0x3f000000;
+const L2_RESERVED_LO = 0x000001fe;
+const HI_COPIED = 0x80000000;
+const HI_COMPRESSED = 0x40000000;
+/** Offset bits 9..55: 24 bits of the high word, 23 of the low word. */
+const HI_OFFSET = 0x00ffffff;
+const LO_OFFSET = 0xfffffe00;
+/** Offsets of 2^53 or more (high word bits 21..23): left to the lookup. */
+const HI_UNSAFE = 0x00e00000;
+
+/**
+ * The payload of a compressed descriptor (spec "Compressed Clusters Descriptor"), exactly:
+ * `hostOffset` is `Infinity` when the offset is 2^53 or more (past the end of any file).
+ */
+export function compressedPayload(hi: number, lo: number, clusterBits: number): { hostOffset: number; hostOffsetBig: bigint; length: number } {
+  const e = (BigInt(hi & 0x3fffffff) << 32n) | BigInt(lo >>> 0);
+  const x = BigInt(62 - (clusterBits - 8));
+  const offset = e & ((1n << x) - 1n);
+  const sectors = ((e >> x) & ((1n << BigInt(clusterBits - 8)) - 1n)) + 1n;
+  return {
+    hostOffset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(offset),
+    hostOffsetBig: offset,
+    length: Number(sectors * 512n - (offset & 511n)),
+  };
+}
+
+function entryHex(hi: number, lo: number): string {
+  return '0x' + (hi >>> 0).toString(16).padStart(8, '0') + (lo >>> 0).toString(16).padStart(8, '0');
+}
+
+/**
+ * Scans the active L1 table (native words, hi/lo per entry) once: refuses reserved bits and
+ * L2 tables named twice, and returns the L2 table offsets sorted (for overlap checks of
+ * data clusters). Memory: one double per allocated L1 entry.
+ */
+export function scanL1(file: string, l1: Uint32Array, l1TableOffset: number): Float64Array {
+  const n = l1.length >>> 1;
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const hi = l1[2 * i] as number;
+    const lo = l1[2 * i + 1] as number;
+    if ((hi & L1_RESERVED_HI) !== 0 || (lo & L1_RESERVED_LO) !== 0) {
+      throw new CorruptImageError(
+        'QCOW2_RESERVED_BITS',
+        `L1 entry ${hex(i)} is ${entryHex(hi, lo)}: reserved bits are set (mask 0x7f000000000001ff)`,
+        { file, field: 'L1 entry', value: BigInt(hi >>> 0) * 0x100000000n + BigInt(lo >>> 0), limit: 'reserved bits 0x7f000000000001ff clear', offset: l1TableOffset + 8 * i },
+      );
+    }
+    if ((hi & HI_OFFSET) !== 0 || (lo & LO_OFFSET) !== 0) count++;
+  }
+  const offsets = new Float64Array(count);
+  let k = 0;
+  let sorted = true;
+  for (let i = 0; i < n; i++) {
+    const hi = l1[2 * i] as number;
+    const lo = l1[2 * i + 1] as number;
+    if ((hi & HI_OFFSET) === 0 && (lo & LO_OFFSET) === 0) continue;
+    const off = (hi & HI_OFFSET) * 0x100000000 + ((lo & LO_OFFSET) >>> 0);
+    if (k > 0 && off <= (offsets[k - 1] as number)) sorted = false;
+    offsets[k++] = off;
+  }
+  if (!sorted) offsets.sort();
+  for (let j = 1; j < offsets.length; j++) {
+    if (offsets[j] === offsets[j - 1]) {
+      const dup = offsets[j] as number;
+      const users: number[] = [];
+      for (let i = 0; i < n && users.length < 2; i++) {
+        const hi = l1[2 * i] as number;
+        const lo = l1[2 * i + 1] as number;
+        if ((hi & HI_OFFSET) * 0x100000000 + ((lo & LO_OFFSET) >>> 0) === dup) users.push(i);
+      }
+      throw new CorruptImageError(
+        'QCOW2_L2_DUPLICATE',
+        `L1 entries ${hex(users[0] ?? 0)} and ${hex(users[1] ?? 0)} both name the L2 table at ${hex(dup)}: an L2 table belongs to one L1 entry`,
+        { file, field: 'L1 entry', value: dup, limit: 'one L1 entry per L2 table', offset: l1TableOffset + 8 * (users[1] ?? 0) },
+      );
+    }
+  }
+  return offsets;
+}
+
+/** The per-table checks of one image. */
+export class L2TableChecker {
+  private readonly wordsPerEntry: number;
+
+  constructor(
+    private readonly ctx: L2CheckContext,
+    private readonly ranges: MetadataRanges,
+    /** Sorted offsets of the active L2 tables (from {@link scanL1}). */
+    private readonly l2Tables: Float64Array,
+  ) {
+    this.wordsPerEntry = ctx.extendedL2 ? 4 : 2;
+  }
+
+  /** The same checks for a view through another L1 table (an internal snapshot's). */
+  forL1(l1: Uint32Array): L2TableChecker {
+    return new L2TableChecker(this.ctx, this.ranges, scanL1(this.ctx.file, l1, 0));
+  }
+
+  /** Refuses the L2 table at `l2Offset` (words in native order) if anything above is wrong. */
+  check(l2Offset: number, words: Uint32Array): void {
+    const { ctx, ranges } = this;
+    const cs = ctx.clusterSize;
+    ranges.check(`L2 table`, l2Offset, l2Offset + cs, 'L1 entry');
+    const wpe = this.wordsPerEntry;
+    const n = words.length;
+    const checkHosts = !ctx.hasDataFile;
+    for (let at = 0; at < n; at += wpe) {
+      const hi = words[at] as number;
+      const lo = words[at + 1] as number;
+      if (hi === 0 && lo === 0) continue;
+      if ((hi & HI_COMPRESSED) !== 0) {
+        if ((hi & HI_COPIED) !== 0 || (wpe === 4 && ((words[at + 2] as number) !== 0 || (words[at + 3] as number) !== 0))) {
+          throw this.reserved(l2Offset, at / wpe, hi, lo, wpe === 4 && (hi & HI_COPIED) === 0
+            ? 'a compressed cluster with a non-zero subcluster bitmap'
+            : 'a compressed cluster with COPIED set');
+        }
+        if (checkHosts) this.checkCompressed(l2Offset, at / wpe, hi, lo);
+        continue;
+      }
+      if ((hi & L2_RESERVED_HI) !== 0 || (lo & L2_RESERVED_LO) !== 0) {
+        throw this.reserved(l2Offset, at / wpe, hi, lo, 'reserved bits are set (mask 0x3f000000000001fe)');
+      }
+      if (!checkHosts || ((hi & HI_OFFSET) === 0 && (lo & LO_OFFSET) === 0) || (hi & HI_UNSAFE) !== 0) continue;
+      const host = (hi & HI_OFFSET) * 0x100000000 + ((lo & LO_OFFSET) >>> 0);
+      if (host % cs !== 0) continue; // QEMU's "Cluster allocation offset … unaligned", at lookup
+      const index = at / wpe;
+      if (host >= ctx.fileSize) {
+        throw new CorruptImageError(
+          'QCOW2_DATA_BEYOND_EOF',
+          `L2 entry ${hex(index)} of the L2 table at ${hex(l2Offset)} names the host cluster at ${hex(host)}, past the end of the file (${ctx.fileSize} bytes)`,
+          { file: ctx.file, field: 'L2 entry', value: host, limit: ctx.fileSize, offset: l2Offset + index * wpe * 4 },
+        );
+      }
+      if (host < ranges.maxEnd) ranges.check(`host cluster of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`, host, host + cs, 'L2 entry');
+      this.checkNotL2Table(`host cluster of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`, host, host + cs);
+    }
+  }
+
+  private checkCompressed(l2Offset: number, index: number, hi: number, lo: number): void {
+    const { ctx } = this;
+    const d = compressedPayload(hi, lo, ctx.clusterBits);
+    const what = `compressed payload of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`;
+    if (d.hostOffset >= ctx.fileSize) {
+      throw new CorruptImageError(
+        'QCOW2_COMPRESSED_BEYOND_EOF',
+        `${what} starts at ${hex(d.hostOffsetBig)}, past the end of the file (${ctx.fileSize} bytes)`,
+        { file: ctx.file, field: 'compressed descriptor', value: d.hostOffsetBig, limit: ctx.fileSize, offset: l2Offset + index * 8 },
+      );
+    }
+    const end = Math.min(d.hostOffset + d.length, ctx.fileSize);
+    this.ranges.check(what, d.hostOffset, end, 'compressed descriptor');
+    this.checkNotL2Table(what, d.hostOffset, end);
+  }
+
+  /** Refuses `[start, end)` when it overlaps an active L2 table. */
+  private checkNotL2Table(what: string, start: number, end: number): void {
+    const t = this.l2Tables;
+    if (t.length === 0) return;
+    const cs = this.ctx.clusterSize;
+    // First table whose end is after `start`: table offset > start - cs.
+    let lo = 0;
+    let hi = t.length;
+    const from = start - cs;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((t[mid] as number) <= from) lo = mid + 1;
+      else hi = mid;
+    }
+    const hit = t[lo];
+    if (hit !== undefined && hit < end) {
+      throw overlapError(this.ctx.file, what, start, end, { kind: 'active L2 table', start: hit, end: hit + cs }, 'L2 entry');
+    }
+  }
+
+  private reserved(l2Offset: number, index: number, hi: number, lo: number, why: string): CorruptImageError {
+    return new CorruptImageError(
+      'QCOW2_RESERVED_BITS',
+      `L2 entry ${hex(index)} of the L2 table at ${hex(l2Offset)} is ${entryHex(hi, lo)}: ${why}`,
+      {
+        file: this.ctx.file, field: 'L2 entry', value: BigInt(hi >>> 0) * 0x100000000n + BigInt(lo >>> 0),
+        limit: 'reserved bits clear', offset: l2Offset + index * this.wordsPerEntry * 4,
+      },
+    );
+  }
+}
