@@ -129,8 +129,10 @@ export async function checkImage(img: Image, options: CheckOptions = {}): Promis
 
   const signaled = { done: false };
   const highest = await compareRefcounts(st, stored, signaled);
-  const l1Bytes = await readZeroFilled(file, h.l1TableOffset, h.l1Size * 8);
-  const l1 = new Uint32Array(h.l1Size * 2);
+  // Only the part of the active L1 table inside the file: entries past its end read as 0.
+  const l1InFile = Math.floor(Math.max(0, Math.min(h.l1Size * 8, file.size - h.l1TableOffset)) / 8);
+  const l1Bytes = await readZeroFilled(file, h.l1TableOffset, l1InFile * 8);
+  const l1 = new Uint32Array(l1InFile * 2);
   const dv = new DataView(l1Bytes.buffer, l1Bytes.byteOffset, l1Bytes.byteLength);
   for (let i = 0; i < l1.length; i++) l1[i] = dv.getUint32(i * 4);
   await checkOflagCopied(st, stored, l1, signaled);
