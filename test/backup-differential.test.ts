@@ -66,6 +66,10 @@ beforeAll(async () => {
   await sh(['create', '-q', '-f', 'qcow2', 'odd.qcow2', String(10 * 1024 * 1024 + 7 * 512)]);
   await sh(['bitmap', '--add', '-g', '1M', 'odd.qcow2', 'big']);
   await io('odd.qcow2', 'write 0 512', `write ${10 * 1024 * 1024} 3584`);
+  // A fine bitmap over a larger disk: several bitmap data clusters, 512-byte writes.
+  await sh(['create', '-q', '-f', 'qcow2', 'fine.qcow2', '2G']);
+  await sh(['bitmap', '--add', '-g', '512', 'fine.qcow2', 'fine']);
+  await io('fine.qcow2', 'write 512 512', 'write 1536 1k', 'write 300M 64k', 'write -z 1G 3k', 'write 2047M 1M', 'discard 300M 4k');
   // A bitmap on an overlay: dirty ranges read through the backing file.
   await sh(['create', '-q', '-f', 'qcow2', 'bbase.qcow2', '4M']);
   await io('bbase.qcow2', 'write -P 3 0 4M');
@@ -109,7 +113,7 @@ afterAll(() => {
 describe.skipIf(!hasNbd)('map --bitmap vs qemu-nbd -B + nbdinfo', { concurrent: true }, () => {
   const cases: Array<[string, string]> = [
     ['bm.qcow2', 'b64k'], ['bm.qcow2', 'b128k'], ['bm.qcow2', 'b4k'], ['bm.qcow2', 'late'],
-    ['odd.qcow2', 'big'], ['btop.qcow2', 'inc'],
+    ['odd.qcow2', 'big'], ['btop.qcow2', 'inc'], ['fine.qcow2', 'fine'],
   ];
   for (const [file, name] of cases) {
     it(`${file} ${name}: dirty runs and --with-allocation`, async () => {
