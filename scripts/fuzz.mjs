@@ -4,10 +4,10 @@
  * against the built library (dist/; run `npm run build` first).
  *
  *   npm run fuzz -- [--runs N] [--seed S] [--workers W] [--time-limit SECONDS]
- *                   [--case-ms MS] [--rss-mib MIB] [--findings DIR] [--json]
+ *                   [--case-ms MS] [--rss-mib MIB] [--findings DIR] [--dist DIR] [--json]
  *
  * Defaults: 10000 runs, a random seed, 2 workers (child processes), no time limit, 5000 ms
- * per case, 256 MiB peak RSS per worker. Each worker runs its share of the runs with its own
+ * per case, 256 MiB peak RSS per worker, the library in dist/. Each worker runs its share of the runs with its own
  * seed (seed + 1000003 × worker). A failing input is shrunk by fast-check, saved to the
  * findings directory (the image and a JSON description), and the worker goes on with the
  * next seed. A worker that stops making progress (a hang: 3 × case budget + 10 s) is killed,
@@ -24,7 +24,7 @@ const SELF = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(SELF), '..');
 
 function parseArgs(argv) {
-  const o = { runs: 10000, seed: Math.floor(Math.random() * 2 ** 31), workers: 2, timeLimit: 0, caseMs: 5000, rssMib: 256, findings: null, json: false, child: false, dir: null };
+  const o = { runs: 10000, seed: Math.floor(Math.random() * 2 ** 31), workers: 2, timeLimit: 0, caseMs: 5000, rssMib: 256, findings: null, json: false, child: false, dir: null, dist: path.join(REPO, 'dist') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -41,6 +41,7 @@ function parseArgs(argv) {
       case '--rss-mib': o.rssMib = Number(next()); break;
       case '--findings': o.findings = next(); break;
       case '--dir': o.dir = next(); break;
+      case '--dist': o.dist = path.resolve(next()); break;
       case '--json': o.json = true; break;
       case '--child': o.child = true; break;
       default: throw new Error(`unknown option ${a}`);
@@ -60,7 +61,7 @@ async function child(o) {
   const fc = (await import('fast-check')).default;
   const { applyMutations, exercise, fuzzInput, prepareDir } = await import('./fuzz-cases.mjs');
   const { BASES } = await import('./fuzz-cases.mjs');
-  const lib = await import(path.join(REPO, 'dist', 'index.js'));
+  const lib = await import(path.join(o.dist, 'index.js'));
   const dir = o.dir;
   prepareDir(dir);
   const unhandled = [];
@@ -119,7 +120,7 @@ async function child(o) {
 function runWorker(o, index, runs, seed, tmp, findings, report) {
   return new Promise((resolve) => {
     const dir = path.join(tmp, `w${index}`);
-    const args = [SELF, '--child', '--runs', String(runs), '--seed', String(seed), '--dir', dir, '--case-ms', String(o.caseMs), '--rss-mib', String(o.rssMib)];
+    const args = [SELF, '--child', '--runs', String(runs), '--seed', String(seed), '--dir', dir, '--case-ms', String(o.caseMs), '--rss-mib', String(o.rssMib), '--dist', o.dist];
     const remaining = o.timeLimit > 0 ? Math.max(1, Math.round(o.timeLimit - (Date.now() - report.start) / 1000)) : 0;
     if (remaining > 0) args.push('--time-limit', String(remaining));
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

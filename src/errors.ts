@@ -27,7 +27,17 @@ export interface VdiskErrorOptions extends ErrorDetails {
   readonly cause?: unknown;
 }
 
-/** Base class: a stable `code`, a message naming field/value/limit, and `details`. */
+/** Brand shared by every build of vdisk loaded in one process (see {@link isVdiskError}). */
+const BRAND = Symbol.for('vdisk.VdiskError');
+
+/**
+ * Base class: a stable `code`, a message naming field/value/limit, and `details`; the
+ * underlying error (an errno error, a zlib error) as ES2022 `cause`.
+ *
+ * Codes are grouped by prefix: `QCOW2_*` (the image's structures), `IO_*` (the host
+ * file), `POLICY_*` (files an image names), `LIMIT_*` (resource budgets), `ARG_*`
+ * (caller arguments), `UNSUPPORTED_*` (valid but outside what vdisk reads).
+ */
 export abstract class VdiskError extends Error {
   /** Stable machine-readable code, e.g. `QCOW2_CLUSTER_BITS`. */
   readonly code: string;
@@ -43,6 +53,11 @@ export abstract class VdiskError extends Error {
 
   override get name(): string {
     return this.constructor.name;
+  }
+
+  /** Brand checked by {@link isVdiskError}, so two copies of vdisk recognise each other's errors. */
+  get [BRAND](): true {
+    return true;
   }
 }
 
@@ -61,15 +76,20 @@ export class IoError extends VdiskError {}
 /** A positioned read returned fewer bytes than requested. */
 export class ShortReadError extends IoError {}
 
-/** A backing file or external data file could not be (or may not be) opened. */
+/**
+ * The backing chain or the open policy refused a file an image names (backing file,
+ * external data file): protocol or json: names, outside the allowed directories, not a
+ * regular file, already in the chain (a loop), too deep, no recorded backing format.
+ * The refused file is never opened.
+ */
 export class PolicyError extends VdiskError {}
 
 /** A caller passed an argument that makes no sense (negative offset, unknown mode). */
 export class InvalidArgumentError extends VdiskError {}
 
-/** Type guard for vdisk's errors. */
+/** Type guard for vdisk's errors (also those of another copy of vdisk in the process). */
 export function isVdiskError(e: unknown): e is VdiskError {
-  return e instanceof VdiskError;
+  return e instanceof VdiskError || (typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true);
 }
 
 /** Formats a number or bigint as `0x…` for messages. */

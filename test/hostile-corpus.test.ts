@@ -26,7 +26,7 @@ const CLI_SLACK_MS = 4000;
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vdisk-bad-'));
 execFileSync(process.execPath, [path.join(REPO, 'images', 'bad', 'make-corpus.mjs'), dir], { stdio: 'ignore' });
-const corpus = JSON.parse(readFileSync(path.join(dir, 'cases.json'), 'utf8')) as { root: string; cases: CorpusCase[] };
+const corpus = JSON.parse(readFileSync(path.join(dir, 'cases.json'), 'utf8')) as { root: string; external: string[]; cases: CorpusCase[] };
 const { root, cases } = corpus;
 
 const lib = new Map<string, CaseOutcome>();
@@ -43,6 +43,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(() => {
+  for (const f of corpus.external) rmSync(f, { force: true });
   rmSync(dir, { recursive: true, force: true });
 });
 

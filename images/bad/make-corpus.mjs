@@ -584,8 +584,29 @@ export function buildCorpus(outDir) {
     }
   }
 
-  fs.writeFileSync(path.join(outDir, 'cases.json'), JSON.stringify({ root, outside, cases }, null, 1));
-  return { root, outside, cases };
+  // R11: a top image file of 2^62 bytes (sparse; needs a filesystem that allows it, such as
+  // tmpfs: ext4 stops at 16 TiB). The file lives outside OUTDIR; `external` lists it for cleanup.
+  const external = [];
+  for (const dir of ['/dev/shm', os.tmpdir()]) {
+    const big = path.join(dir, `vdisk-corpus-huge-${process.pid}-${Date.now()}.qcow2`);
+    try {
+      fs.writeFileSync(big, base().b.subarray(0, 65536));
+      // Node's truncate stops at 2^53; the system tool does not.
+      execFileSync('truncate', ['-s', String(2n ** 62n), big], { stdio: 'ignore' });
+    } catch {
+      fs.rmSync(big, { force: true });
+      continue;
+    }
+    external.push(big);
+    fs.symlinkSync(big, path.join(root, 'IO_FILE_TOO_LARGE--file-of-2^62-bytes.qcow2'));
+    add('IO_FILE_TOO_LARGE', 'file-of-2^62-bytes', 'R11', 'the image file is 2^62 bytes (sparse): sizes beyond 2^53 are refused', null, {
+      file: 'IO_FILE_TOO_LARGE--file-of-2^62-bytes.qcow2',
+    });
+    break;
+  }
+
+  fs.writeFileSync(path.join(outDir, 'cases.json'), JSON.stringify({ root, outside, external, cases }, null, 1));
+  return { root, outside, external, cases };
 }
 
 // CLI
@@ -603,10 +624,13 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
       for (const c of cases) console.log(`| \`${c.name}\` | ${c.ref} | ${c.op} | ${c.note.replaceAll('|', '\\|')} |`);
       console.log(`\n${cases.length} cases, ${cases.filter((c) => c.code !== null).length} of them errors.`);
     } finally {
+      const { external } = JSON.parse(fs.readFileSync(path.join(tmp, 'cases.json'), 'utf8'));
+      for (const f of external) fs.rmSync(f, { force: true });
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   } else {
-    const { cases } = buildCorpus(path.resolve(arg));
+    const { cases, external } = buildCorpus(path.resolve(arg));
+    if (external.length > 0) console.log(`remove after use: ${external.join(' ')}`);
     console.log(`${cases.length} cases in ${path.resolve(arg)}`);
   }
 }

@@ -34,6 +34,7 @@ commands:
 common options:
   --allow-dir DIR           also allow backing/data files under DIR (repeatable)
   --max-chain-depth N       most layers in a backing chain (default 16)
+  --max-metadata-memory N   metadata memory for the whole chain (default 128M)
   --probe-backing-format    guess the format of backing files that record none
   --debug                   print stack traces on errors
 `;
@@ -41,6 +42,7 @@ common options:
 const COMMON = {
   'allow-dir': { type: 'string', multiple: true },
   'max-chain-depth': { type: 'string' },
+  'max-metadata-memory': { type: 'string' },
   'probe-backing-format': { type: 'boolean' },
   debug: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -118,10 +120,12 @@ function formatOption(value: string | undefined, option: string): FormatName | u
 function openOptions(v: Values, format: FormatName | undefined): OpenOptions {
   const dirs = v['allow-dir'];
   const depth = str(v, 'max-chain-depth');
+  const metadata = str(v, 'max-metadata-memory');
   return {
     ...(format === undefined ? {} : { format }),
     ...(Array.isArray(dirs) ? { allowDirs: dirs } : {}),
     ...(depth === undefined ? {} : { maxChainDepth: parseSize(depth, '--max-chain-depth') }),
+    ...(metadata === undefined ? {} : { maxMetadataBytes: parseSize(metadata, '--max-metadata-memory') }),
     probeBackingFormat: v['probe-backing-format'] === true,
     onWarning: (m: string) => process.stderr.write(m + '\n'),
   };
