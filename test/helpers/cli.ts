@@ -10,8 +10,11 @@ import { fileURLToPath } from 'node:url';
 /** The repository root (the directory holding package.json). */
 export const REPO_ROOT = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 
-/** The built CLI entry point (`npm test` builds before running vitest). */
-export const CLI = path.join(REPO_ROOT, 'dist', 'cli', 'bin.js');
+/**
+ * The built CLI entry point (`npm test` builds before running vitest). VDISK_CLI overrides
+ * it, e.g. to test a snapshot of dist/ while dist/ is being rebuilt.
+ */
+export const CLI = process.env['VDISK_CLI'] ?? path.join(REPO_ROOT, 'dist', 'cli', 'bin.js');
 
 /** Result of a finished process. */
 export interface RunResult {
