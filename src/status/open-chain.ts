@@ -18,6 +18,7 @@ import type { RandomAccessFile } from '../io/random-access-file.js';
 import { ChainNode } from './chain-node.js';
 import { DEFAULT_MAX_CHAIN_DEPTH, vetReference, type OpenPolicy, type VettedFile } from './open-policy.js';
 import { DEFAULT_MAX_METADATA_BYTES, MetadataBudget } from '../formats/budget.js';
+import { checkOpenArguments } from './open-options.js';
 
 /** Options for opening an image chain. */
 export interface ChainOptions {
@@ -106,6 +107,7 @@ async function openVetted(v: VettedFile, options: ChainOptions): Promise<NodeFil
 
 /** Opens `topPath` and, per the options and the policy, its data files and backing chain. */
 export async function openChain(topPath: string, options: ChainOptions = {}): Promise<ChainNode> {
+  checkOpenArguments(topPath, options);
   let st;
   try {
     st = await stat(topPath, { bigint: true });
