@@ -198,6 +198,9 @@ async function parent(o) {
   const findings = [];
   const report = { start: Date.now(), cases: 0, maxRssKiB: 0 };
   let totalRuns = 0;
+  const progress = o.json ? null : setInterval(() => {
+    process.stderr.write(`fuzz: ${report.cases} cases, ${findings.length} finding(s), ${Math.round((Date.now() - report.start) / 1000)} s\n`);
+  }, 60_000);
   try {
     const per = Math.ceil(o.runs / Math.max(1, o.workers));
     await Promise.all(Array.from({ length: Math.max(1, o.workers) }, async (_, w) => {
@@ -214,6 +217,7 @@ async function parent(o) {
       }
     }));
   } finally {
+    if (progress !== null) clearInterval(progress);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   const summary = {

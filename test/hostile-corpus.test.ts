@@ -54,6 +54,15 @@ describe('hostile corpus', () => {
     expect(new Set(cases.map((c) => c.name)).size).toBe(cases.length);
   });
 
+  it('sees the files a run opens (the forbidden-open checks are not vacuous)', () => {
+    const c = cases.find((x) => x.name === 'OK--raw-backing-holding-qcow2');
+    expect(c).toBeDefined();
+    const trap = path.join(root, 'trap.raw');
+    expect(lib.get(c?.name ?? '')?.opened).toContain(trap);
+    const viaCli = cli.get(c?.name ?? '')?.opened;
+    if (viaCli !== null && viaCli !== undefined) expect(viaCli).toContain(trap);
+  });
+
   const check = (c: CorpusCase, r: CaseOutcome | undefined, budgetMs: number): void => {
     expect(r, 'no result').toBeDefined();
     if (r === undefined) return;

@@ -223,7 +223,8 @@ export async function runCli(root: string, c: CorpusCase, scratch: string, useSt
     opened = [];
     for (const line of readFileSync(traceFile, 'utf8').split('\n')) {
       const m = /open(?:at2?)?\((?:AT_FDCWD, |\d+, )?"((?:[^"\\]|\\.)*)"/.exec(line);
-      if (m !== null && !/= -1 /.test(line)) opened.push(path.resolve(root, (m[1] as string).replace(/\\(.)/g, '$1')));
+      // Failed attempts count too: a refused file must not even be tried.
+      if (m !== null) opened.push(path.resolve(root, (m[1] as string).replace(/\\(.)/g, '$1')));
     }
   }
   if (r.timedOut) return { code: 'TIMEOUT', typed: false, message: 'killed after the time limit', ms: r.ms, maxRssKiB, opened, unhandled: [], detail: r.stderr };
