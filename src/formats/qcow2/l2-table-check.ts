@@ -146,6 +146,8 @@ export class L2TableChecker {
     const wpe = this.wordsPerEntry;
     const n = words.length;
     const checkHosts = !ctx.hasDataFile;
+    let freeFrom = 0;
+    let freeTo = 0;
     for (let at = 0; at < n; at += wpe) {
       const hi = words[at] as number;
       const lo = words[at + 1] as number;
@@ -164,7 +166,7 @@ export class L2TableChecker {
       }
       if (!checkHosts || ((hi & HI_OFFSET) === 0 && (lo & LO_OFFSET) === 0) || (hi & HI_UNSAFE) !== 0) continue;
       const host = (hi & HI_OFFSET) * 0x100000000 + ((lo & LO_OFFSET) >>> 0);
-      if (host % cs !== 0) continue; // QEMU's "Cluster allocation offset … unaligned", at lookup
+      if ((lo & 0xfffffe00 & (cs - 1)) !== 0) continue; // QEMU's "Cluster allocation offset … unaligned", at lookup
       const index = at / wpe;
       if (host >= ctx.fileSize) {
         throw new CorruptImageError(
@@ -173,31 +175,63 @@ export class L2TableChecker {
           { file: ctx.file, field: 'L2 entry', value: host, limit: ctx.fileSize, offset: l2Offset + index * wpe * 4 },
         );
       }
-      if (host < ranges.maxEnd) ranges.check(`host cluster of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`, host, host + cs, 'L2 entry');
-      this.checkNotL2Table(`host cluster of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`, host, host + cs);
+      // This loop runs for every entry of every table: hosts inside the last window known
+      // to be free of metadata skip the searches, and descriptions are built only on a hit.
+      if (host >= freeFrom && host + cs <= freeTo) continue;
+      if (host < ranges.maxEnd) {
+        const hit = ranges.find(host, host + cs);
+        if (hit !== null) throw overlapError(ctx.file, hostWhat(index, l2Offset), host, host + cs, hit, 'L2 entry');
+      }
+      const table = this.l2TableOverlapping(host, host + cs);
+      if (table >= 0) {
+        throw overlapError(ctx.file, hostWhat(index, l2Offset), host, host + cs, { kind: 'active L2 table', start: table, end: table + cs }, 'L2 entry');
+      }
+      freeFrom = host;
+      freeTo = Math.min(host < ranges.maxEnd ? ranges.nextStart(host) : Infinity, this.nextL2Table(host));
     }
   }
 
   private checkCompressed(l2Offset: number, index: number, hi: number, lo: number): void {
     const { ctx } = this;
     const d = compressedPayload(hi, lo, ctx.clusterBits);
-    const what = `compressed payload of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`;
+    const what = (): string => `compressed payload of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`;
     if (d.hostOffset >= ctx.fileSize) {
       throw new CorruptImageError(
         'QCOW2_COMPRESSED_BEYOND_EOF',
-        `${what} starts at ${hex(d.hostOffsetBig)}, past the end of the file (${ctx.fileSize} bytes)`,
+        `${what()} starts at ${hex(d.hostOffsetBig)}, past the end of the file (${ctx.fileSize} bytes)`,
         { file: ctx.file, field: 'compressed descriptor', value: d.hostOffsetBig, limit: ctx.fileSize, offset: l2Offset + index * 8 },
       );
     }
     const end = Math.min(d.hostOffset + d.length, ctx.fileSize);
-    this.ranges.check(what, d.hostOffset, end, 'compressed descriptor');
-    this.checkNotL2Table(what, d.hostOffset, end);
+    if (d.hostOffset < this.ranges.maxEnd) {
+      const hit = this.ranges.find(d.hostOffset, end);
+      if (hit !== null) throw overlapError(ctx.file, what(), d.hostOffset, end, hit, 'compressed descriptor');
+    }
+    const table = this.l2TableOverlapping(d.hostOffset, end);
+    if (table >= 0) {
+      throw overlapError(ctx.file, what(), d.hostOffset, end, { kind: 'active L2 table', start: table, end: table + ctx.clusterSize }, 'L2 entry');
+    }
   }
 
-  /** Refuses `[start, end)` when it overlaps an active L2 table. */
-  private checkNotL2Table(what: string, start: number, end: number): void {
+  /** Where the first active L2 table at or after `pos` starts (Infinity when none). */
+  private nextL2Table(pos: number): number {
     const t = this.l2Tables;
-    if (t.length === 0) return;
+    let lo = 0;
+    let hi = t.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((t[mid] as number) < pos) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < t.length ? (t[lo] as number) : Infinity;
+  }
+
+  /** The offset of an active L2 table overlapping `[start, end)`, or -1. */
+  private l2TableOverlapping(start: number, end: number): number {
+    const t = this.l2Tables;
+    if (t.length === 0) return -1;
+    // Quick rejects first: data usually lies wholly after (or before) the L2 tables.
+    if (end <= (t[0] as number) || start >= (t[t.length - 1] as number) + this.ctx.clusterSize) return -1;
     const cs = this.ctx.clusterSize;
     // First table whose end is after `start`: table offset > start - cs.
     let lo = 0;
@@ -209,9 +243,7 @@ export class L2TableChecker {
       else hi = mid;
     }
     const hit = t[lo];
-    if (hit !== undefined && hit < end) {
-      throw overlapError(this.ctx.file, what, start, end, { kind: 'active L2 table', start: hit, end: hit + cs }, 'L2 entry');
-    }
+    return hit !== undefined && hit < end ? hit : -1;
   }
 
   private reserved(l2Offset: number, index: number, hi: number, lo: number, why: string): CorruptImageError {
@@ -224,4 +256,9 @@ export class L2TableChecker {
       },
     );
   }
+}
+
+/** How an overlap error names a data cluster. */
+function hostWhat(index: number, l2Offset: number): string {
+  return `host cluster of L2 entry ${hex(index)} (L2 table at ${hex(l2Offset)})`;
 }

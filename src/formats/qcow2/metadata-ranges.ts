@@ -92,6 +92,18 @@ export class MetadataRanges {
     return this.starts.length;
   }
 
+  /** Where the first structure starting at or after `pos` starts (Infinity when none). */
+  nextStart(pos: number): number {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.starts[mid] as number) < pos) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < this.starts.length ? (this.starts[lo] as number) : Infinity;
+  }
+
   /** The structure overlapping `[start, end)`, or null. */
   find(start: number, end: number): MetadataRange | null {
     if (start >= this.maxEnd) return null;
