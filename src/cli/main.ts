@@ -16,7 +16,9 @@ import { runBaseMap, runBitmapMap } from './commands/map-backup.js';
 import { runCheck } from './commands/check.js';
 import { runSnapshotList } from './commands/snapshot.js';
 import { Output } from './output.js';
-import { parseSize } from './size-arg.js';
+import { parseSize, parseSizeBig } from './size-arg.js';
+import { HUMAN_MAP_HEADER } from './format/map-format.js';
+import type { WarningCode } from '../status/open-chain.js';
 
 const USAGE = `usage: vdisk <command> [options] ...
 
@@ -127,7 +129,11 @@ function openOptions(v: Values, format: FormatName | undefined): OpenOptions {
     ...(depth === undefined ? {} : { maxChainDepth: parseSize(depth, '--max-chain-depth') }),
     ...(metadata === undefined ? {} : { maxMetadataBytes: parseSize(metadata, '--max-metadata-memory') }),
     probeBackingFormat: v['probe-backing-format'] === true,
-    onWarning: (m: string) => process.stderr.write(m + '\n'),
+    // qemu-img warns about a probed raw format only when it opens the image writable; vdisk
+    // never writes, so like qemu-img's read-only commands it stays quiet about that one.
+    onWarning: (m: string, code: WarningCode) => {
+      if (code !== 'RAW_FORMAT_PROBED') process.stderr.write(m + '\n');
+    },
   };
 }
 
@@ -183,8 +189,25 @@ export async function main(argv: string[]): Promise<number> {
         if (mode === 'allocation' && str(v, 'output') === 'human') throw bad('--mode=allocation prints JSON only', '--output', 'human');
         const startText = str(v, 'start-offset');
         const lengthText = str(v, 'max-length');
-        const start = startText === undefined ? 0 : parseSize(startText, '--start-offset');
-        const maxLength = lengthText === undefined ? undefined : parseSize(lengthText, '--max-length');
+        // Offsets beyond 2^53 lie past any image vdisk opens: qemu-img then prints one empty
+        // entry at that start (and a huge length limit is no limit).
+        const startBig = startText === undefined ? 0n : parseSizeBig(startText, '--start-offset');
+        const lengthBig = lengthText === undefined ? undefined : parseSizeBig(lengthText, '--max-length');
+        const safe = BigInt(Number.MAX_SAFE_INTEGER);
+        const start = startBig > safe ? Number.MAX_SAFE_INTEGER : Number(startBig);
+        const maxLength = lengthBig === undefined || lengthBig > safe ? undefined : Number(lengthBig);
+        if (startBig > safe) {
+          await withImage(first, openOptions(v, format), async () => {
+            if (output === 'json' && mode === 'mapping') {
+              await out.write(`[{ "start": ${startBig}, "length": 0, "depth": 0, "present": false, "zero": false, "data": false}]\n`);
+            } else if (output === 'json') {
+              await out.write('[]\n');
+            } else {
+              await out.write(HUMAN_MAP_HEADER);
+            }
+          });
+          break;
+        }
         const bitmap = str(v, 'bitmap');
         const base = str(v, 'base');
         const snapshot = str(v, 'snapshot');

@@ -15,6 +15,17 @@ function suffixMul(c: string | undefined): number {
 
 /** Parses `text` for option `option`; throws `InvalidArgumentError` (`ARG_SIZE`). */
 export function parseSize(text: string, option: string): number {
+  const result = parseSizeBig(text, option);
+  if (result > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new InvalidArgumentError('ARG_SIZE', `${option} '${text}' is too large (at most ${Number.MAX_SAFE_INTEGER})`, {
+      field: option, value: text, limit: Number.MAX_SAFE_INTEGER,
+    });
+  }
+  return Number(result);
+}
+
+/** {@link parseSize} without the 2^53 limit: any size up to INT64_MAX, as qemu-img's `cvtnum`. */
+export function parseSizeBig(text: string, option: string): bigint {
   const invalid = (): InvalidArgumentError =>
     new InvalidArgumentError('ARG_SIZE', `invalid ${option} '${text}': expected a size such as 4096, 0x10000, 64k or 1.5G`, {
       field: option, value: text,
@@ -44,10 +55,12 @@ export function parseSize(text: string, option: string): number {
   if (pos !== text.length) throw invalid();
   if (mul === 1 && frac !== 0n) throw invalid();
   const result = val * BigInt(mul) + ((frac * BigInt(mul)) >> 64n);
-  if (result > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new InvalidArgumentError('ARG_SIZE', `${option} '${text}' is too large (at most ${Number.MAX_SAFE_INTEGER})`, {
-      field: option, value: text, limit: Number.MAX_SAFE_INTEGER,
+  if (result > INT64_MAX) {
+    throw new InvalidArgumentError('ARG_SIZE', `${option} '${text}' is too large (at most ${INT64_MAX})`, {
+      field: option, value: text, limit: INT64_MAX,
     });
   }
-  return Number(result);
+  return result;
 }
+
+const INT64_MAX = 0x7fffffffffffffffn;

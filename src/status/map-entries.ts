@@ -125,8 +125,15 @@ export async function* mapEntries(top: ChainNode, options: MapWalkOptions, count
   };
   while (curr.start + curr.length < end) {
     const offset = curr.start + curr.length;
-    let next = mapStatusAt(top, offset, Math.min(PROBE_BYTES, end - offset), counters);
-    if (next instanceof Promise) next = await next;
+    let next: MaybePromise<MapEntry>;
+    try {
+      next = mapStatusAt(top, offset, Math.min(PROBE_BYTES, end - offset), counters);
+      if (next instanceof Promise) next = await next;
+    } catch (e) {
+      // qemu-img has printed every entry finished before the failure: hand those out first.
+      if (batch.length > 0) yield batch;
+      throw e;
+    }
     if (entryMergeable(curr, next)) {
       curr.length += next.length;
       continue;

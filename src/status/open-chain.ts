@@ -37,7 +37,7 @@ export interface ChainOptions {
   /** L2 cache budget per qcow2 layer in bytes (default 32 MiB). */
   readonly l2CacheBytes?: number;
   /** Receives warnings (probed formats). Default: none. */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: (message: string, code: WarningCode) => void;
   /**
    * Read the top image as it was at this internal snapshot (id, else name), as
    * `qemu-img convert -l` does; the top image must be qcow2.
@@ -58,7 +58,14 @@ export interface ChainOptions {
   readonly vdiskChecks?: boolean;
 }
 
-/** Warning qemu-img prints when it probes a raw image. */
+/**
+ * What a warning is about: the top image's format was guessed as raw (qemu-img prints its
+ * warning for this only when it opens the image writable), or a backing file's format was
+ * guessed because probing was allowed.
+ */
+export type WarningCode = 'RAW_FORMAT_PROBED' | 'BACKING_FORMAT_PROBED';
+
+/** Warning qemu-img prints when it probes a raw image it opens writable. */
 export function rawProbeWarning(name: string): string {
   return (
     `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
@@ -131,7 +138,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
     let format = options.format;
     if (format === undefined) {
       format = await probeFormat(topFile);
-      if (format === 'raw') options.onWarning?.(rawProbeWarning(topPath));
+      if (format === 'raw') options.onWarning?.(rawProbeWarning(topPath), 'RAW_FORMAT_PROBED');
     }
     const inChain = [{ dev: st.dev, ino: st.ino, path: topPath }];
     let topDriver = await openDriver(topFile, format, options, budget);
@@ -175,7 +182,7 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
       opened.push(bf);
       if (bFormat === null) {
         bFormat = await probeFormat(bf);
-        options.onWarning?.(`warning: probed the format of backing file '${v.displayPath}' as ${bFormat}; the image records none`);
+        options.onWarning?.(`warning: probed the format of backing file '${v.displayPath}' as ${bFormat}; the image records none`, 'BACKING_FORMAT_PROBED');
       }
       const child = new ChainNode(await openDriver(bf, bFormat as FormatName, options, budget), v.displayPath, node.index + 1);
       inChain.push({ dev: v.dev, ino: v.ino, path: v.displayPath });

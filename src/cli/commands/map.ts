@@ -38,32 +38,15 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
   if (opts.output === 'json') {
     await out.flush();
     const buf = new AsciiBuffer();
-    buf.text('[');
-    let first = true;
-    const flat = await img.walkFlatMap(
-      range,
-      (start, length, present, zero, data, offset) => {
-        if (!first) buf.bytes(SEP);
-        writeMapEntryJsonParts(buf, start, length, 0, present, zero, data, offset);
-        first = false;
-      },
-      () => (buf.wantsFlush ? buf.flush() : undefined),
-    );
-    if (flat) {
-      buf.text(']\n');
+    const state = { printed: 0 };
+    try {
+      await writeJsonMap(img, range, buf, state);
+    } catch (e) {
+      // As qemu-img: what was printed before the failure stays printed ("[" at least).
+      if (state.printed > 0) buf.bytes(SEP);
       await buf.flush();
-      return;
+      throw e;
     }
-    for await (const batch of img.mapEntryBatches(range)) {
-      for (const e of batch) {
-        if (!first) buf.bytes(SEP);
-        writeMapEntryJson(buf, e);
-        first = false;
-      }
-      if (buf.wantsFlush) await buf.flush();
-    }
-    buf.text(']\n');
-    await buf.flush();
     return;
   }
   await out.write(HUMAN_MAP_HEADER);
@@ -78,4 +61,32 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
     }
     await out.write(s);
   }
+}
+
+/**
+ * The JSON map: the flat walk when the image allows it, else the general one. qemu-img
+ * prints `,\n` after an entry as soon as the next one is known, so after a failure the
+ * output ends with it; `state.printed` lets the caller reproduce that.
+ */
+async function writeJsonMap(img: Image, range: { start: number; length?: number }, buf: AsciiBuffer, state: { printed: number }): Promise<void> {
+  buf.text('[');
+  const flat = await img.walkFlatMap(
+    range,
+    (start, length, present, zero, data, offset) => {
+      if (state.printed++ > 0) buf.bytes(SEP);
+      writeMapEntryJsonParts(buf, start, length, 0, present, zero, data, offset);
+    },
+    () => (buf.wantsFlush ? buf.flush() : undefined),
+  );
+  if (!flat) {
+    for await (const batch of img.mapEntryBatches(range)) {
+      for (const e of batch) {
+        if (state.printed++ > 0) buf.bytes(SEP);
+        writeMapEntryJson(buf, e);
+      }
+      if (buf.wantsFlush) await buf.flush();
+    }
+  }
+  buf.text(']\n');
+  await buf.flush();
 }
