@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../../src/errors.js';
-import { parseSize } from '../../src/cli/size-arg.js';
+import { parseSize, parseSizeBig } from '../../src/cli/size-arg.js';
 
 const bad = (text: string): InvalidArgumentError => {
   let caught: unknown;
@@ -54,11 +54,24 @@ describe('parseSize', () => {
     },
   );
 
-  it.each(['9007199254740992', '8E', '1E', '8192P'])('%j beyond 2^53 - 1 is ARG_SIZE (too large)', (text) => {
+  it.each(['9007199254740992', '1E', '4E'])('%j beyond 2^53 - 1 is ARG_SIZE (too large) for parseSize', (text) => {
     const e = bad(text);
     expect(e.code).toBe('ARG_SIZE');
     expect(e.message).toContain('too large');
     expect(e.details.limit).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it.each(['8E', '8192P', '9223372036854775808'])('%j beyond INT64_MAX is ARG_SIZE (too large), as qemu-img cvtnum', (text) => {
+    const e = bad(text);
+    expect(e.code).toBe('ARG_SIZE');
+    expect(e.message).toContain('too large');
+    expect(() => parseSizeBig(text, '-s')).toThrow(InvalidArgumentError);
+  });
+
+  it('parseSizeBig keeps values up to INT64_MAX exactly', () => {
+    expect(parseSizeBig('1E', '-s')).toBe(2n ** 60n);
+    expect(parseSizeBig('9223372036854775807', '-s')).toBe(2n ** 63n - 1n);
+    expect(parseSizeBig('0x7fffffffffffffff', '-s')).toBe(2n ** 63n - 1n);
   });
 
   describe('qemu_strtosz compatibility (qemu-img 7.2.22)', () => {
