@@ -151,7 +151,7 @@ export class L2TableChecker {
     for (let at = 0; at < n; at += wpe) {
       const hi = words[at] as number;
       const lo = words[at + 1] as number;
-      if (hi === 0 && lo === 0) continue;
+      if (hi === 0 && (lo & ~1) === 0) continue; // unallocated, or a zero cluster without offset
       if ((hi & HI_COMPRESSED) !== 0) {
         if ((hi & HI_COPIED) !== 0 || (wpe === 4 && ((words[at + 2] as number) !== 0 || (words[at + 3] as number) !== 0))) {
           throw this.reserved(l2Offset, at / wpe, hi, lo, wpe === 4 && (hi & HI_COPIED) === 0

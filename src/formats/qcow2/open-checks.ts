@@ -18,7 +18,7 @@ import { CorruptImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import type { MetadataBudget } from '../budget.js';
 import { loadBitmaps } from './bitmaps.js';
-import { CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, QCOW_MAX_L1_SIZE, REFT_OFFSET_MASK } from './constants.js';
+import { CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, QCOW_MAX_L1_SIZE } from './constants.js';
 import type { HeaderExtensions } from './extensions.js';
 import type { Qcow2Header } from './header.js';
 import { L2TableChecker, scanL1 } from './l2-table-check.js';
@@ -118,6 +118,9 @@ export async function runOpenChecks(input: OpenCheckInput): Promise<OpenCheckRes
   return { luks, refcountTable, l2Checker };
 }
 
+/** A zero chunk to compare refcount table chunks against. */
+const ZERO_CHUNK = new Uint8Array(4096);
+
 /** Allocated entries of an L1 table (offset bits not all zero). */
 function countAllocated(l1: Uint32Array): number {
   let n = 0;
@@ -148,26 +151,35 @@ async function readRefcountTable(
   budget?.reserve(bytes, 'refcount table', path);
   const buf = Buffer.allocUnsafeSlow(bytes);
   await file.read(buf, h.refcountTableOffset, bytes);
-  const table = new BigUint64Array(bytes / 8);
-  let blocks = 0;
-  for (let i = 0; i < table.length; i++) {
-    const e = buf.readBigUInt64BE(i * 8);
-    table[i] = e;
-    if ((e & REFT_OFFSET_MASK) !== 0n) blocks++;
-  }
+  // Big-endian entries to native order (as the L1 and L2 tables; hosts are little-endian):
+  // the table as 64-bit values for RefcountReader, and as (lo, hi) words for the scan.
+  buf.swap64();
+  const table = new BigUint64Array(buf.buffer, buf.byteOffset, bytes / 8);
+  const words = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
   ranges.push({ kind: 'refcount table', start: h.refcountTableOffset, end: h.refcountTableOffset + bytes });
+  // Most of a refcount table is zero: skip zero chunks with a native compare.
+  const chunks: number[] = [];
+  let blocks = 0;
+  for (let c = 0; c < bytes; c += ZERO_CHUNK.length) {
+    const n = Math.min(ZERO_CHUNK.length, bytes - c);
+    if (buf.subarray(c, c + n).equals(ZERO_CHUNK.subarray(0, n))) continue;
+    chunks.push(c);
+    for (let i = c / 4; i < (c + n) / 4; i += 2) if (((words[i] as number) & 0xfffffe00) !== 0 || (words[i + 1] as number) !== 0) blocks++;
+  }
   const starts = new Float64Array(blocks);
   let k = 0;
-  for (let i = 0; i < table.length; i++) {
-    const off = (table[i] as bigint) & REFT_OFFSET_MASK;
-    if (off === 0n) continue;
+  for (const c of chunks) for (let i = c / 8; i < Math.min(bytes, c + ZERO_CHUNK.length) / 8; i++) {
+    const lo = (words[2 * i] as number) & 0xfffffe00;
+    const hi = words[2 * i + 1] as number;
+    if (lo === 0 && hi === 0) continue;
     const at = h.refcountTableOffset + i * 8;
-    if (off % BigInt(cs) !== 0n || off > BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (lo % cs !== 0 || hi >= 0x200000) {
+      const off = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
       throw new CorruptImageError('QCOW2_REFBLOCK_OFFSET', `refblock offset ${hex(off)} unaligned (reftable index: ${hex(i)})`, {
         file: path, field: 'refcount table entry', value: off, limit: `aligned to ${cs}`, offset: at,
       });
     }
-    const start = Number(off);
+    const start = hi * 0x100000000 + (lo >>> 0);
     if (start + cs > file.size) {
       throw new CorruptImageError(
         'QCOW2_REFBLOCK_BEYOND_EOF',
