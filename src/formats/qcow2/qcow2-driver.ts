@@ -47,6 +47,7 @@ import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
 import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
+import { compressedPayload } from './l2-table-check.js';
 import type { LuksInfo } from './luks-header.js';
 import type { MetadataBudget } from '../budget.js';
 
@@ -259,6 +260,7 @@ export class Qcow2Driver implements BlockDriver {
         this.refuseEncrypted(offset);
         const d = decodeCompressedDescriptor(m.entryHi, m.entryLo, this.header.clusterBits);
         const offsetInCluster = offset % this.clusterSize;
+        if (d.hostOffset >= this.file.size) throw compressedBeyondEof(this.file, m.entryHi, m.entryLo, this.header.clusterBits, offset - offsetInCluster);
         return {
           kind: 'compressed',
           length: m.bytes,
@@ -432,6 +434,16 @@ export class Qcow2Driver implements BlockDriver {
   async close(): Promise<void> {
     await this.file.close();
   }
+}
+
+/** `QCOW2_COMPRESSED_BEYOND_EOF` with the exact payload offset (it may be 2^53 or more). */
+function compressedBeyondEof(file: RandomAccessFile, hi: number, lo: number, clusterBits: number, guestCluster: number): CorruptImageError {
+  const exact = compressedPayload(hi, lo, clusterBits).hostOffsetBig;
+  return new CorruptImageError(
+    'QCOW2_COMPRESSED_BEYOND_EOF',
+    `compressed cluster at guest offset ${guestCluster} has its payload at host ${hex(exact)}, past the end of the file (${file.size} bytes)`,
+    { file: file.path, field: 'compressed descriptor', value: exact, limit: file.size },
+  );
 }
 
 /**
