@@ -73,7 +73,7 @@ async function child(o) {
     const name = BASES[input.base].name;
     const file = path.join(dir, `case-${name}`);
     fs.writeFileSync(file, applyMutations(input));
-    fs.writeFileSync(path.join(dir, 'current.json'), JSON.stringify(input, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)));
+    fs.writeFileSync(path.join(dir, 'current.json'), JSON.stringify({ file, base: name, input }, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)));
     process.stdout.write(`#case ${++caseNo}\n`);
     unhandled.length = 0;
     const t0 = performance.now();
@@ -169,16 +169,15 @@ function runWorker(o, index, runs, seed, tmp, findings, report) {
         return;
       }
       // A hang or a crash: the current input is a finding; go on with the rest.
-      let input = null;
+      let current = null;
       try {
-        input = JSON.parse(fs.readFileSync(path.join(dir, 'current.json'), 'utf8'));
+        current = JSON.parse(fs.readFileSync(path.join(dir, 'current.json'), 'utf8'));
       } catch {
         /* no case started */
       }
-      const f = { kind: hung ? 'hang' : 'crash', worker: index, seed, status, input, stderr };
+      const f = { kind: hung ? 'hang' : 'crash', worker: index, seed, status, base: current?.base, input: current?.input ?? null, stderr };
       findings.push(f);
-      const img = fs.readdirSync(dir).find((n) => n.startsWith('case-'));
-      if (img !== undefined) f.image = saveFinding(o, path.join(dir, img), findings.length, f);
+      if (current !== null && fs.existsSync(current.file)) f.image = saveFinding(o, current.file, findings.length, f);
       resolve({ runs: cases, restart: true });
     });
   });
