@@ -23,6 +23,12 @@ export class L2Cache {
   private lastTable: L2Words | undefined;
   /** Tables read from the file so far. */
   loads = 0;
+  /** Evicted tables, reused for the next reads. */
+  private readonly spare: L2Words[] = [];
+  /** Batch read buffers (each `batchBytes` long), reused. */
+  private readonly batches: Buffer[] = [];
+  /** Bytes read at most in one batch (about 1 MiB, at least one table). */
+  private readonly batchBytes: number;
 
   constructor(
     private readonly file: RandomAccessFile,
@@ -32,6 +38,7 @@ export class L2Cache {
     private readonly validate: ((offset: number, words: L2Words) => void) | null = null,
   ) {
     this.capacity = Math.max(2, Math.floor(budgetBytes / tableBytes));
+    this.batchBytes = Math.max(tableBytes, Math.floor((1024 * 1024) / tableBytes) * tableBytes);
   }
 
   /** The table at `offset` if cached (refreshes its LRU position), else undefined. */
@@ -66,7 +73,7 @@ export class L2Cache {
    * them out) with one read of up to `maxBatch` tables. Tables already cached or loading
    * are skipped. Failures reject only the returned promise.
    */
-  loadMany(offsets: readonly number[], maxBatch = 16): Promise<void> {
+  loadMany(offsets: readonly number[], maxBatch = this.batchBytes / this.tableBytes): Promise<void> {
     const todo = [...new Set(offsets)]
       .filter((o) => this.tables.get(o) === undefined && !this.loading.has(o))
       .sort((a, b) => a - b);
@@ -91,34 +98,58 @@ export class L2Cache {
     return (await this.readRun([offset]))[0] as L2Words;
   }
 
-  /** Reads adjacent tables starting at `run[0]` with one read; caches and returns them. */
+  /**
+   * Reads adjacent tables starting at `run[0]` with one read into a pooled batch buffer,
+   * then copies each into a table buffer of its own (recycled from evicted tables), so the
+   * memory held is the cache's budget, not whole batches kept alive by one cached table.
+   */
   private async readRun(run: readonly number[]): Promise<L2Words[]> {
     const first = run[0] as number;
     const bytes = this.tableBytes * run.length;
-    const buf = Buffer.allocUnsafeSlow(bytes);
-    await this.file.read(buf, first, bytes);
-    buf.swap32();
-    const out: L2Words[] = [];
-    for (let k = 0; k < run.length; k++) {
-      const words = new Uint32Array(buf.buffer, buf.byteOffset + k * this.tableBytes, this.tableBytes / 4);
-      this.validate?.(first + k * this.tableBytes, words);
-      this.loads++;
-      this.insert(first + k * this.tableBytes, words);
-      out.push(words);
+    const full = bytes <= this.batchBytes ? (this.batches.pop() ?? Buffer.allocUnsafeSlow(this.batchBytes)) : null;
+    const buf = full === null ? Buffer.allocUnsafeSlow(bytes) : full.subarray(0, bytes);
+    try {
+      await this.file.read(buf, first, bytes);
+      buf.swap32();
+      const all = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
+      const per = this.tableBytes / 4;
+      const out: L2Words[] = [];
+      for (let k = 0; k < run.length; k++) {
+        const words = this.spare.pop() ?? new Uint32Array(per);
+        words.set(all.subarray(k * per, (k + 1) * per));
+        try {
+          this.validate?.(first + k * this.tableBytes, words);
+        } catch (e) {
+          this.recycle(words);
+          throw e;
+        }
+        this.loads++;
+        this.insert(first + k * this.tableBytes, words);
+        out.push(words);
+      }
+      return out;
+    } finally {
+      if (full !== null && this.batches.length < 4) this.batches.push(full);
     }
-    return out;
+  }
+
+  private recycle(words: L2Words): void {
+    if (this.spare.length < 16) this.spare.push(words);
   }
 
   private insert(offset: number, words: L2Words): void {
     this.tables.set(offset, words);
     if (this.tables.size > this.capacity) {
-      const oldest = this.tables.keys().next();
+      const oldest = this.tables.entries().next();
       if (oldest.done !== true) {
-        this.tables.delete(oldest.value);
-        if (oldest.value === this.lastOffset) {
+        const [evicted, table] = oldest.value;
+        this.tables.delete(evicted);
+        if (evicted === this.lastOffset) {
           this.lastOffset = -1;
           this.lastTable = undefined;
         }
+        // Lookups use tables synchronously and never keep one across an await: reusable.
+        this.recycle(table);
       }
     }
   }
