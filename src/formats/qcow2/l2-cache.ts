@@ -17,7 +17,8 @@ export const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
 export class L2Cache {
   private readonly tables = new Map<number, L2Words>();
   private readonly loading = new Map<number, Promise<L2Words>>();
-  private readonly capacity: number;
+  /** Tables the cache holds at most. */
+  readonly capacity: number;
   /** The most recently used table: repeated lookups in one table skip the LRU update. */
   private lastOffset = -1;
   private lastTable: L2Words | undefined;
@@ -39,6 +40,7 @@ export class L2Cache {
   ) {
     this.capacity = Math.max(2, Math.floor(budgetBytes / tableBytes));
     this.batchBytes = Math.max(tableBytes, Math.floor((1024 * 1024) / tableBytes) * tableBytes);
+    // (With tables of 1 MiB or more a batch is one table, read without a batch buffer.)
   }
 
   /** The table at `offset` if cached (refreshes its LRU position), else undefined. */
@@ -105,14 +107,30 @@ export class L2Cache {
    */
   private async readRun(run: readonly number[]): Promise<L2Words[]> {
     const first = run[0] as number;
+    const per = this.tableBytes / 4;
+    if (run.length === 1) {
+      // One table: read straight into its own buffer.
+      const words = this.spare.pop() ?? new Uint32Array(per);
+      const bytes = Buffer.from(words.buffer, words.byteOffset, this.tableBytes);
+      try {
+        await this.file.read(bytes, first, this.tableBytes);
+        bytes.swap32();
+        this.validate?.(first, words);
+      } catch (e) {
+        this.recycle(words);
+        throw e;
+      }
+      this.loads++;
+      this.insert(first, words);
+      return [words];
+    }
     const bytes = this.tableBytes * run.length;
-    const full = bytes <= this.batchBytes ? (this.batches.pop() ?? Buffer.allocUnsafeSlow(this.batchBytes)) : null;
-    const buf = full === null ? Buffer.allocUnsafeSlow(bytes) : full.subarray(0, bytes);
+    const full = this.batches.pop() ?? Buffer.allocUnsafeSlow(this.batchBytes);
+    const buf = full.subarray(0, bytes);
     try {
       await this.file.read(buf, first, bytes);
       buf.swap32();
       const all = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
-      const per = this.tableBytes / 4;
       const out: L2Words[] = [];
       for (let k = 0; k < run.length; k++) {
         const words = this.spare.pop() ?? new Uint32Array(per);
@@ -129,12 +147,13 @@ export class L2Cache {
       }
       return out;
     } finally {
-      if (full !== null && this.batches.length < 4) this.batches.push(full);
+      if (this.batches.length === 0) this.batches.push(full);
     }
   }
 
+  /** Keeps an unused table for reuse: a few, and never more than about 1 MiB of them. */
   private recycle(words: L2Words): void {
-    if (this.spare.length < 16) this.spare.push(words);
+    if (this.spare.length < Math.min(8, Math.floor((1024 * 1024) / this.tableBytes))) this.spare.push(words);
   }
 
   private insert(offset: number, words: L2Words): void {

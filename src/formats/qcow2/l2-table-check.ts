@@ -148,9 +148,23 @@ export class L2TableChecker {
     const checkHosts = !ctx.hasDataFile;
     let freeFrom = 0;
     let freeTo = 0;
+    // The last entry that passed every check, and its host cluster. An entry equal to it
+    // plus one cluster (same flags, the next host cluster) — the common case of contiguous
+    // allocations — only needs the end-of-file and free-window tests.
+    let pHi = -1;
+    let pLo = -1;
+    let pHost = -1;
     for (let at = 0; at < n; at += wpe) {
       const hi = words[at] as number;
       const lo = words[at + 1] as number;
+      if (hi === pHi && lo === pLo + cs) {
+        const next = pHost + cs;
+        if (next < ctx.fileSize && next + cs <= freeTo) {
+          pLo = lo;
+          pHost = next;
+          continue;
+        }
+      }
       if (hi === 0 && (lo & ~1) === 0) continue; // unallocated, or a zero cluster without offset
       if ((hi & HI_COMPRESSED) !== 0) {
         if ((hi & HI_COPIED) !== 0 || (wpe === 4 && ((words[at + 2] as number) !== 0 || (words[at + 3] as number) !== 0))) {
@@ -177,7 +191,12 @@ export class L2TableChecker {
       }
       // This loop runs for every entry of every table: hosts inside the last window known
       // to be free of metadata skip the searches, and descriptions are built only on a hit.
-      if (host >= freeFrom && host + cs <= freeTo) continue;
+      if (host >= freeFrom && host + cs <= freeTo) {
+        pHi = hi;
+        pLo = lo;
+        pHost = host;
+        continue;
+      }
       if (host < ranges.maxEnd) {
         const hit = ranges.find(host, host + cs);
         if (hit !== null) throw overlapError(ctx.file, hostWhat(index, l2Offset), host, host + cs, hit, 'L2 entry');
@@ -188,6 +207,9 @@ export class L2TableChecker {
       }
       freeFrom = host;
       freeTo = Math.min(host < ranges.maxEnd ? ranges.nextStart(host) : Infinity, this.nextL2Table(host));
+      pHi = hi;
+      pLo = lo;
+      pHost = host;
     }
   }
 

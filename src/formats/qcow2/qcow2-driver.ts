@@ -51,6 +51,9 @@ import { compressedPayload } from './l2-table-check.js';
 import type { LuksInfo } from './luks-header.js';
 import type { MetadataBudget } from '../budget.js';
 
+/** L2 tables read ahead when a status query misses the cache. */
+const STATUS_READ_AHEAD = 16;
+
 /** Options for opening a qcow2 layer. */
 export interface Qcow2OpenOptions {
   /** L2 cache budget in bytes (default 32 MiB, QEMU's default). */
@@ -232,6 +235,8 @@ export class Qcow2Driver implements BlockDriver {
     }
     const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes, this.runMemo);
     if ('needL2' in m) {
+      // Status walks go forward: read the next tables along with this one.
+      this.prefetchL2(offset, STATUS_READ_AHEAD);
       return this.loadL2(m.needL2).then(() => this.blockStatus(offset, bytes, mode));
     }
     return this.toStatus(m, mode);
@@ -366,7 +371,9 @@ export class Qcow2Driver implements BlockDriver {
   prefetchL2(guestOffset: number, count: number): void {
     const g = this.geometry;
     const first = Math.floor(guestOffset / g.clusterSize / g.l2Entries);
-    const last = Math.min(this.header.l1Size, first + count);
+    // Never more than half the cache, nor more than about 2 MiB of tables at once.
+    const limit = Math.max(1, Math.min(count, Math.floor(this.l2Cache.capacity / 2), Math.floor((2 * 1024 * 1024) / g.clusterSize)));
+    const last = Math.min(this.header.l1Size, first + limit);
     const offsets: number[] = [];
     for (let i = first; i < last; i++) {
       const hi = this.l1[i * 2] ?? 0;
