@@ -56,11 +56,14 @@ export class RawOutput {
     }
   }
 
-  /** Flushes, closes and renames the file over the destination. */
-  async commit(): Promise<void> {
+  /**
+   * Closes the file and renames it over the destination; with `sync`, flushes it to stable
+   * storage first (qemu-img convert's default cache mode, "unsafe", does not).
+   */
+  async commit(sync = false): Promise<void> {
     if (this.finished) return;
     try {
-      await this.handle.sync();
+      if (sync) await this.handle.sync();
       await this.handle.close();
       await rename(this.tempPath, this.destination);
       this.finished = true;
