@@ -58,8 +58,12 @@ export class RefcountReader {
     for (let ti = 0; ti < table.length && ti * perBlock < nbClusters && found < limit; ti++) {
       if (((table[ti] ?? 0n) & 0xfffffffffffffe00n) === 0n) continue;
       const end = Math.min(nbClusters, (ti + 1) * perBlock);
+      // One lookup validates and loads the block; its entries are then tested in place.
+      await this.get(ti * perBlock);
+      const block = this.blocks.get(Number((table[ti] ?? 0n) & 0xfffffffffffffe00n));
+      if (block === undefined) continue;
       for (let c = ti * perBlock; c < end && found < limit; c++) {
-        if ((await this.get(c)) > 0n) found++;
+        if (entryNonZero(block, c - ti * perBlock, this.refcountOrder)) found++;
       }
     }
     return found;
@@ -119,4 +123,16 @@ export function readEntry(block: Uint8Array, i: number, order: number): bigint {
   let v = 0n;
   for (let k = 0; k < width; k++) v = (v << 8n) | BigInt(block[i * width + k] ?? 0);
   return v;
+}
+
+/** Whether entry `i` of a refcount block (entries `2^order` bits wide) is not zero. */
+export function entryNonZero(block: Uint8Array, i: number, order: number): boolean {
+  const bits = 2 ** order;
+  if (bits < 8) {
+    const perByte = 8 / bits;
+    return (((block[Math.floor(i / perByte)] ?? 0) >> ((i % perByte) * bits)) & ((1 << bits) - 1)) !== 0;
+  }
+  const width = bits / 8;
+  for (let k = i * width; k < (i + 1) * width; k++) if ((block[k] ?? 0) !== 0) return true;
+  return false;
 }
