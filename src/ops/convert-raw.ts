@@ -21,7 +21,7 @@ export interface ConvertOptions {
   readonly writesInFlight?: number;
   /** Flush the output to stable storage before publishing it (default false, as qemu-img). */
   readonly sync?: boolean;
-  /** Bytes read per chunk (default 4 MiB) and chunks read ahead (default 4). */
+  /** Bytes read per chunk (default 2 MiB) and chunks read ahead (default 4). */
   readonly chunkSize?: number;
   readonly readAhead?: number;
 }
@@ -33,7 +33,7 @@ export async function convertToRaw(img: Image, destination: string, options: Con
   const inFlight: Promise<void>[] = [];
   const limit = Math.max(1, options.writesInFlight ?? 4);
   try {
-    for await (const ext of img.dataExtents({ chunkSize: options.chunkSize ?? 4 * 1024 * 1024, readAhead: options.readAhead ?? 4 })) {
+    for await (const ext of img.dataExtents({ chunkSize: options.chunkSize ?? 2 * 1024 * 1024, readAhead: options.readAhead ?? 4 })) {
       for (const [from, to] of nonZeroSpans(ext.data, ext.start)) {
         const w = out.write(ext.data, from, to, ext.start + from);
         w.catch(() => undefined); // observed below; never an unhandled rejection meanwhile

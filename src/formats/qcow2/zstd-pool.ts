@@ -106,6 +106,6 @@ export function zstdPool(): ZstdPool | null {
   if (++inlineCount <= INLINE_BEFORE_POOL) return null;
   const cores = availableParallelism();
   if (cores < 2) return null;
-  pool = new ZstdPool(Math.min(4, cores));
+  pool = new ZstdPool(Math.min(2, cores));
   return pool;
 }
