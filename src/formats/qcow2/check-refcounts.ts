@@ -15,6 +15,15 @@
 import { UnsupportedImageError } from '../../errors.js';
 import { clusterType, ClusterType } from './l2-entry.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
+import {
+  WORD_L1_RESERVED_HI as L1E_RESERVED_HI,
+  WORD_L1_RESERVED_LO as L1E_RESERVED_LO,
+  WORD_L2_RESERVED_HI as L2E_STD_RESERVED_HI,
+  WORD_L2_RESERVED_LO as L2E_STD_RESERVED_LO,
+  WORD_OFFSET_HI as OFFSET_HI,
+  WORD_OFFSET_LO as OFFSET_LO,
+  WORD_COPIED_HI as COPIED_HI,
+} from './constants.js';
 
 /** Counters of a check (QEMU `BdrvCheckResult` without the repair fields). */
 export interface CheckCounts {
@@ -144,13 +153,6 @@ export class CheckState {
   }
 }
 
-const L1E_RESERVED_HI = 0x7f000000;
-const L1E_RESERVED_LO = 0x000001ff;
-const L2E_STD_RESERVED_HI = 0x3f000000;
-const L2E_STD_RESERVED_LO = 0x000001fe;
-const OFFSET_HI = 0x00ffffff;
-const OFFSET_LO = 0xfffffe00;
-const COPIED_HI = 0x80000000;
 
 /** Bits 9..55 of an entry (exact: at most 47 significant bits). */
 function entryOffset(hi: number, lo: number): number {

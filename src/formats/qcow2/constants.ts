@@ -115,3 +115,16 @@ export const LUKS_HEADER_SECTORS = 4096 / LUKS_SECTOR;
 /** Key slot states. */
 export const LUKS_SLOT_ENABLED = 0x00ac71f3;
 export const LUKS_SLOT_DISABLED = 0x0000dead;
+
+/**
+ * The entry masks above on the two native 32-bit words of an entry, as decoded tables hold
+ * them (high word = bits 32..63, low word = bits 0..31).
+ */
+export const WORD_COPIED_HI = 0x80000000;
+export const WORD_COMPRESSED_HI = 0x40000000;
+export const WORD_OFFSET_HI = 0x00ffffff;
+export const WORD_OFFSET_LO = 0xfffffe00;
+export const WORD_L1_RESERVED_HI = 0x7f000000;
+export const WORD_L1_RESERVED_LO = 0x000001ff;
+export const WORD_L2_RESERVED_HI = 0x3f000000;
+export const WORD_L2_RESERVED_LO = 0x000001fe;

@@ -7,6 +7,12 @@
  * hold one value per entry; extended-L2 tables hold two (the entry, then the subcluster
  * bitmap: low word = "allocated" bits, high word = "reads as zero" bits).
  */
+import {
+  WORD_COPIED_HI as HI_COPIED,
+  WORD_COMPRESSED_HI as HI_COMPRESSED,
+  WORD_OFFSET_HI as HI_OFFSET,
+  WORD_OFFSET_LO as LO_OFFSET,
+} from './constants.js';
 
 /** Cluster types of a standard descriptor. */
 export enum ClusterType {
@@ -28,12 +34,6 @@ export enum SubclusterType {
   Invalid,
 }
 
-/** Bit 63 (COPIED) and 62 (COMPRESSED) in the high word. */
-const HI_COPIED = 0x80000000;
-const HI_COMPRESSED = 0x40000000;
-/** Offset bits 9..55: high word bits 0..23, low word bits 9..31. */
-const HI_OFFSET = 0x00ffffff;
-const LO_OFFSET = 0xfffffe00;
 
 /** Host offset bits (9..55) of an entry as a number (exact: < 2^56, callers bound ≥ 2^53). */
 export function entryOffset(hi: number, lo: number): number {

@@ -22,6 +22,16 @@
  */
 import { CorruptImageError, hex } from '../../errors.js';
 import { MetadataRanges, overlapError } from './metadata-ranges.js';
+import {
+  WORD_L1_RESERVED_HI as L1_RESERVED_HI,
+  WORD_L1_RESERVED_LO as L1_RESERVED_LO,
+  WORD_L2_RESERVED_HI as L2_RESERVED_HI,
+  WORD_L2_RESERVED_LO as L2_RESERVED_LO,
+  WORD_COPIED_HI as HI_COPIED,
+  WORD_COMPRESSED_HI as HI_COMPRESSED,
+  WORD_OFFSET_HI as HI_OFFSET,
+  WORD_OFFSET_LO as LO_OFFSET,
+} from './constants.js';
 
 /** What the checks need to know about the image. */
 export interface L2CheckContext {
@@ -35,17 +45,6 @@ export interface L2CheckContext {
   readonly hasDataFile: boolean;
 }
 
-/** L1 reserved bits 56..62 (high word) and 0..8 (low word). */
-const L1_RESERVED_HI = 0x7f000000;
-const L1_RESERVED_LO = 0x000001ff;
-/** Standard L2 reserved bits 56..61 (high word) and 1..8 (low word). */
-const L2_RESERVED_HI = 0x3f000000;
-const L2_RESERVED_LO = 0x000001fe;
-const HI_COPIED = 0x80000000;
-const HI_COMPRESSED = 0x40000000;
-/** Offset bits 9..55: 24 bits of the high word, 23 of the low word. */
-const HI_OFFSET = 0x00ffffff;
-const LO_OFFSET = 0xfffffe00;
 /** Offsets of 2^53 or more (high word bits 21..23): left to the lookup. */
 const HI_UNSAFE = 0x00e00000;
 
