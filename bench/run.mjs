@@ -326,6 +326,14 @@ async function main() {
   const method = rssMethod();
   const ctx = { dir, opts, method, strace: straceOk, markers: images.markers };
   const tMeasure = Date.now();
+  // Fixed costs: bare Node start-up and vdisk's own start-up (argument parsing, module load).
+  const floor = {};
+  for (const [key, args] of [['node', ['-e', '0']], ['vdiskHelp', [VDISK_BIN, '--help']]]) {
+    const xs = [];
+    for (let i = 0; i < 6; i++) xs.push((await timedRun({ cmd: process.execPath, args, cwd: dir, method, scratch: dir })).wallMs);
+    floor[key] = median(xs.slice(1));
+  }
+  log(`start-up floor: node -e 0 ${fmtMs(floor.node)}, vdisk --help ${fmtMs(floor.vdiskHelp)}`);
   const results = [];
   for (const w of workloads) {
     log(`${w.id}: ${w.title}`);
@@ -339,7 +347,7 @@ async function main() {
   const totalAllocated = Object.values(images.markers).flatMap((m) => Object.values(m.files ?? {})).reduce((a, f) => a + f.allocated, 0);
   const maxOut = Math.max(0, ...results.filter((r) => r.outputs).map((r) => r.outputs.vdisk.allocated + r.outputs.qemu.allocated));
   const res = {
-    machine, partial, dir, runs: opts.runs, warmup: opts.warmup, rssMethod: method, strace: straceOk,
+    machine, floor, partial, dir, runs: opts.runs, warmup: opts.warmup, rssMethod: method, strace: straceOk,
     loadEnd: os.loadavg().map((x) => x.toFixed(2)).join(' '),
     images: {
       markers: images.markers, built: images.built, buildMs: images.buildMs, totalAllocated,
