@@ -31,22 +31,33 @@ export class NodeFile implements RandomAccessFile {
   private closed = false;
   private dataRegion: { start: number; end: number } | null = null;
   private holeRegion: { start: number; end: number } | null = null;
-  private readonly lseek: LseekFn | null;
+  /** The counting lseek, resolved at the first probe (undefined until then). */
+  private lseek: LseekFn | null | undefined;
 
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
     readonly size: number,
     private readonly ident: FileIdentity,
-    lseek: LseekFn | null,
-  ) {
+    /** The binding given by the caller; undefined: load the default one when first needed. */
+    private readonly binding: LseekFn | null | undefined,
+  ) {}
+
+  /**
+   * The lseek to probe with, counting calls. The binding (and with it koffi) is loaded only
+   * when a probe is first asked for: allocation queries never load it.
+   */
+  private probeFn(): LseekFn | null {
+    if (this.lseek !== undefined) return this.lseek;
+    const raw = this.binding === undefined ? loadLseek() : this.binding;
     this.lseek =
-      lseek === null
+      raw === null
         ? null
         : (fd, off, whence) => {
             this.counters.holeProbes++;
-            return lseek(fd, off, whence);
+            return raw(fd, off, whence);
           };
+    return this.lseek;
   }
 
   /** Opens `path` read-only. Errors become `IoError` with code `IO_OPEN`. */
@@ -65,8 +76,7 @@ export class NodeFile implements RandomAccessFile {
         });
       }
       const ident: FileIdentity = { dev: st.dev, ino: st.ino, allocatedBytes: Number(st.blocks * 512n) };
-      const lseek = options.lseek === undefined ? loadLseek() : options.lseek;
-      return new NodeFile(path, handle, Number(st.size), ident, lseek);
+      return new NodeFile(path, handle, Number(st.size), ident, options.lseek);
     } catch (e) {
       await handle.close();
       if (e instanceof UnsupportedImageError) throw e;
@@ -106,7 +116,7 @@ export class NodeFile implements RandomAccessFile {
     const h = this.holeRegion;
     if (h !== null && offset >= h.start && offset < h.end) return { kind: 'hole', end: h.end };
     // SEEK_DATA at the start of the last hole returned its end: data starts there.
-    const r = findAllocation(this.lseek, this.handle.fd, offset, h !== null && offset === h.end);
+    const r = findAllocation(this.probeFn(), this.handle.fd, offset, h !== null && offset === h.end);
     if (r.kind === 'data') this.dataRegion = { start: offset, end: r.end };
     else if (r.kind === 'hole') this.holeRegion = { start: offset, end: r.end };
     return r;
