@@ -25,7 +25,7 @@ import type { StatusCounters } from './status/one-layer.js';
 import { openChain, type ChainOptions } from './status/open-chain.js';
 import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
 import { Readable } from 'node:stream';
-import { contentRuns, dataExtents, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
+import { contentRuns, dataExtents, readChunks, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
 import { readChain } from './status/read.js';
 import { canWalkFlat, walkFlatMap, type FlatMapSink } from './status/flat-map.js';
 import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
@@ -299,24 +299,9 @@ export class Image implements AsyncDisposable {
    */
   createReadStream(options: ExtentOptions & { chunkSize?: number; readAhead?: number } = {}): Readable {
     const { start, end } = this.span(options);
-    const chunkSize = options.chunkSize ?? 1024 * 1024;
-    const readAhead = Math.max(1, options.readAhead ?? 4);
     const top = this.top;
     async function* chunks(): AsyncGenerator<Buffer> {
-      const queue: Promise<Buffer>[] = [];
-      try {
-        for (let o = start; o < end; o += chunkSize) {
-          const len = Math.min(chunkSize, end - o);
-          const buf = Buffer.allocUnsafe(len);
-          const p = readChain(top, o, buf, 0, len).then(() => buf);
-          p.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile
-          queue.push(p);
-          if (queue.length >= readAhead) yield await (queue.shift() as Promise<Buffer>);
-        }
-        while (queue.length > 0) yield await (queue.shift() as Promise<Buffer>);
-      } finally {
-        await Promise.allSettled(queue);
-      }
+      for await (const c of readChunks(top, [{ start, length: end - start }], options)) yield c.data;
     }
     return Readable.from(chunks(), { objectMode: false });
   }

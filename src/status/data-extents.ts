@@ -50,35 +50,49 @@ export interface DataExtentOptions {
 }
 
 /**
+ * The bytes of `ranges`, in order, in chunks of at most `chunkSize` bytes, with at most
+ * `readAhead` chunks read ahead (each chunk one `readChain`, all of its reads in flight).
+ */
+export async function* readChunks(
+  top: ChainNode,
+  ranges: AsyncIterable<{ readonly start: number; readonly length: number }> | Iterable<{ readonly start: number; readonly length: number }>,
+  options: DataExtentOptions = {},
+): AsyncGenerator<DataExtent & { readonly data: Buffer }> {
+  const chunkSize = options.chunkSize ?? 1024 * 1024;
+  const readAhead = Math.max(1, options.readAhead ?? 4);
+  const queue: Promise<DataExtent & { readonly data: Buffer }>[] = [];
+  try {
+    for await (const range of ranges) {
+      for (let o = range.start; o < range.start + range.length; o += chunkSize) {
+        const len = Math.min(chunkSize, range.start + range.length - o);
+        const data = Buffer.allocUnsafe(len); // readChain fills every byte
+        const at = o;
+        const p = readChain(top, at, data, 0, len).then(() => ({ start: at, length: len, data }));
+        p.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile
+        queue.push(p);
+        if (queue.length >= readAhead) yield await (queue.shift() as Promise<DataExtent & { data: Buffer }>);
+      }
+    }
+    while (queue.length > 0) yield await (queue.shift() as Promise<DataExtent & { data: Buffer }>);
+  } finally {
+    await Promise.allSettled(queue);
+  }
+}
+
+/**
  * The data of `[start, end)` that does not read as zero, in chunks of at most `chunkSize`
  * bytes, in order. At most `readAhead` chunks are buffered.
  */
-export async function* dataExtents(
+export function dataExtents(
   top: ChainNode,
   start: number,
   end: number,
   counters: StatusCounters,
   options: DataExtentOptions = {},
 ): AsyncGenerator<DataExtent> {
-  const chunkSize = options.chunkSize ?? 1024 * 1024;
-  const readAhead = Math.max(1, options.readAhead ?? 4);
-  const queue: Promise<DataExtent>[] = [];
-  const runs = contentRuns(top, start, end, counters);
-  try {
-    for await (const run of runs) {
-      if (run.zero) continue;
-      for (let o = run.start; o < run.start + run.length; o += chunkSize) {
-        const len = Math.min(chunkSize, run.start + run.length - o);
-        const data = new Uint8Array(len);
-        const at = o;
-        const p = readChain(top, at, data, 0, len).then(() => ({ start: at, length: len, data }));
-        p.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile
-        queue.push(p);
-        if (queue.length >= readAhead) yield await (queue.shift() as Promise<DataExtent>);
-      }
-    }
-    while (queue.length > 0) yield await (queue.shift() as Promise<DataExtent>);
-  } finally {
-    await Promise.allSettled(queue);
-  }
+  return readChunks(top, nonZeroRuns(contentRuns(top, start, end, counters)), options);
+}
+
+async function* nonZeroRuns(runs: AsyncIterable<ContentRun>): AsyncGenerator<ContentRun> {
+  for await (const run of runs) if (!run.zero) yield run;
 }
