@@ -5,7 +5,8 @@
  * rows only for plain data.
  */
 import { describe, expect, it } from 'vitest';
-import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, mapEntryJson } from '../../src/cli/format/map-format.js';
+import { AsciiBuffer } from '../../src/cli/ascii-buffer.js';
+import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../../src/cli/format/map-format.js';
 import type { MapEntry } from '../../src/status/map-entries.js';
 
 const e = (o: Partial<MapEntry> = {}): MapEntry => ({
@@ -20,29 +21,46 @@ const e = (o: Partial<MapEntry> = {}): MapEntry => ({
   ...o,
 });
 
-describe('mapEntryJson', () => {
-  it('prints qemu-img 7.2\'s exact bytes, offset last (E1)', () => {
-    expect(mapEntryJson(e())).toBe('{ "start": 0, "length": 65536, "depth": 0, "present": true, "zero": false, "data": true, "offset": 327680}');
+/** The bytes writeMapEntryJson prints for one entry, as a string. */
+async function json(entry: MapEntry): Promise<string> {
+  const chunks: Buffer[] = [];
+  const stream = {
+    write(c: Uint8Array, cb?: () => void): boolean {
+      chunks.push(Buffer.from(c));
+      cb?.();
+      return true;
+    },
+    once(): void {},
+  } as unknown as NodeJS.WritableStream;
+  const out = new AsciiBuffer(stream);
+  writeMapEntryJson(out, entry);
+  await out.flush();
+  return Buffer.concat(chunks).toString('latin1');
+}
+
+describe('writeMapEntryJson', async () => {
+  it('prints qemu-img 7.2\'s exact bytes, offset last (E1)', async () => {
+    expect(await json(e())).toBe('{ "start": 0, "length": 65536, "depth": 0, "present": true, "zero": false, "data": true, "offset": 327680}');
   });
 
-  it('omits the offset when unknown', () => {
-    expect(mapEntryJson(e({ start: 65536, length: 983040, present: false, zero: true, data: false, offset: null, filename: null }))).toBe(
+  it('omits the offset when unknown', async () => {
+    expect(await json(e({ start: 65536, length: 983040, present: false, zero: true, data: false, offset: null, filename: null }))).toBe(
       '{ "start": 65536, "length": 983040, "depth": 0, "present": false, "zero": true, "data": false}',
     );
   });
 
-  it('prints offset 0 (it is known) and large numbers in decimal', () => {
-    expect(mapEntryJson(e({ start: 2 ** 40, length: 2 ** 45, depth: 2, offset: 0 }))).toBe(
+  it('prints offset 0 (it is known) and large numbers in decimal', async () => {
+    expect(await json(e({ start: 2 ** 40, length: 2 ** 45, depth: 2, offset: 0 }))).toBe(
       '{ "start": 1099511627776, "length": 35184372088832, "depth": 2, "present": true, "zero": false, "data": true, "offset": 0}',
     );
   });
 
-  it('never prints the file name (it only blocks merges)', () => {
-    expect(mapEntryJson(e({ filename: 'secret/path.raw' }))).not.toContain('secret');
+  it('never prints the file name (it only blocks merges)', async () => {
+    expect(await json(e({ filename: 'secret/path.raw' }))).not.toContain('secret');
   });
 
-  it('the zero-length entry for start >= end (§6.1)', () => {
-    expect(mapEntryJson({ start: 2097152, length: 0, depth: 0, present: false, zero: false, data: false, offset: null, filename: null })).toBe(
+  it('the zero-length entry for start >= end (§6.1)', async () => {
+    expect(await json({ start: 2097152, length: 0, depth: 0, present: false, zero: false, data: false, offset: null, filename: null })).toBe(
       '{ "start": 2097152, "length": 0, "depth": 0, "present": false, "zero": false, "data": false}',
     );
   });

@@ -6,13 +6,6 @@
 import type { MapEntry } from '../../status/map-entries.js';
 import type { AsciiBuffer } from '../ascii-buffer.js';
 
-/** One JSON entry, without separators. */
-export function mapEntryJson(e: MapEntry): string {
-  let s = `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}`;
-  if (e.offset !== null) s += `, "offset": ${e.offset}`;
-  return s + '}';
-}
-
 const enc = (t: string): Uint8Array => Buffer.from(t, 'latin1');
 const J_START = enc('{ "start": ');
 const J_LENGTH = enc(', "length": ');
@@ -26,7 +19,7 @@ const J_FLAGS = Array.from({ length: 8 }, (_, i) =>
 /** The same, followed by the end of an entry without offset. */
 const J_FLAGS_END = J_FLAGS.map((f) => enc(Buffer.from(f).toString('latin1') + '}'));
 
-/** Writes one JSON entry into `out` (same bytes as {@link mapEntryJson}). */
+/** Writes one JSON entry, without separators, into `out`. */
 export function writeMapEntryJson(out: AsciiBuffer, e: MapEntry): void {
   writeMapEntryJsonParts(out, e.start, e.length, e.depth, e.present, e.zero, e.data, e.offset ?? -1);
 }
