@@ -68,7 +68,15 @@ export type ReadExtent =
       readonly kind: 'compressed';
       readonly length: number;
       readonly offsetInCluster: number;
+      /** Bytes of the whole decompressed cluster. */
+      readonly clusterSize: number;
       cluster(): Promise<Uint8Array>;
+      /**
+       * Decodes the whole cluster into `dst` at `dstOffset` (for callers that want all of
+       * it, `offsetInCluster` 0). When `dst` is backed by a `SharedArrayBuffer` the bytes
+       * may be written by a worker thread, with no copy on the caller's thread.
+       */
+      clusterInto(dst: Uint8Array, dstOffset: number): Promise<void>;
     };
 
 /** Formats vdisk reads. */

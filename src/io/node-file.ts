@@ -60,6 +60,11 @@ export class NodeFile implements RandomAccessFile {
     return this.lseek;
   }
 
+  /** The descriptor of the open handle (see `RandomAccessFile.fd`). */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
   /** Opens `path` read-only. Errors become `IoError` with code `IO_OPEN`. */
   static async open(path: string, options: NodeFileOptions = {}): Promise<NodeFile> {
     let handle: FileHandle;

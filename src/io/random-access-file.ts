@@ -43,6 +43,12 @@ export interface RandomAccessFile {
   /** Counters of the work done on this file. */
   readonly counters: IoCounters;
   /**
+   * The OS file descriptor while the file is open, for synchronous positioned reads on
+   * worker threads (`pread-sync.ts`); absent for stores that have none. Whoever reads
+   * through it adds its reads to `counters` and must finish before `close()`.
+   */
+  readonly fd?: number;
+  /**
    * Reads exactly `length` bytes at `position` into `buffer` at `bufferOffset`.
    * A short read (the file ends first) throws `ShortReadError`; I/O failures throw `IoError`.
    */

@@ -6,10 +6,11 @@
  */
 import type { Image } from '../image.js';
 import { RawOutput } from '../io/raw-output.js';
+import { ChunkBuffers } from '../status/chunk-buffers.js';
 
 /** Size of the blocks checked for zeroes. */
 export const SPARSE_BLOCK = 4096;
-const ZERO_BLOCK = new Uint8Array(SPARSE_BLOCK);
+const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
 
 /** Progress callback: bytes of the guest covered so far, and the total. */
 export type ProgressFn = (done: number, total: number) => void;
@@ -32,14 +33,22 @@ export async function convertToRaw(img: Image, destination: string, options: Con
   const out = await RawOutput.create(destination, total);
   const inFlight: Promise<void>[] = [];
   const limit = Math.max(1, options.writesInFlight ?? 4);
+  const chunkSize = options.chunkSize ?? 2 * 1024 * 1024;
+  const readAhead = options.readAhead ?? 4;
+  // Each chunk's buffer goes back to the pool once its writes are done.
+  const buffers = new ChunkBuffers(chunkSize, readAhead + limit + 2);
   try {
-    for await (const ext of img.dataExtents({ chunkSize: options.chunkSize ?? 2 * 1024 * 1024, readAhead: options.readAhead ?? 4 })) {
+    for await (const ext of img.dataExtents({ chunkSize, readAhead, buffers })) {
+      const writes: Promise<void>[] = [];
       for (const [from, to] of nonZeroSpans(ext.data, ext.start)) {
         const w = out.write(ext.data, from, to, ext.start + from);
         w.catch(() => undefined); // observed below; never an unhandled rejection meanwhile
-        inFlight.push(w);
-        if (inFlight.length >= limit) await inFlight.shift();
+        writes.push(w);
       }
+      const done = Promise.all(writes).then(() => buffers.give(ext.data));
+      done.catch(() => undefined);
+      inFlight.push(done);
+      if (inFlight.length >= limit) await inFlight.shift();
       options.onProgress?.(ext.start + ext.length, total);
     }
     await Promise.all(inFlight.splice(0));
@@ -57,15 +66,13 @@ export async function convertToRaw(img: Image, destination: string, options: Con
  * that are not all zero, merged.
  */
 export function* nonZeroSpans(data: Uint8Array, start: number): Generator<[number, number]> {
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   let runFrom = -1;
   let i = 0;
   while (i < data.length) {
     const blockEnd = Math.min(data.length, i + SPARSE_BLOCK - ((start + i) % SPARSE_BLOCK));
     const len = blockEnd - i;
-    const zero = Buffer.compare(
-      Buffer.from(data.buffer, data.byteOffset + i, len),
-      Buffer.from(ZERO_BLOCK.buffer, 0, len),
-    ) === 0;
+    const zero = ZERO_BLOCK.compare(buf, i, blockEnd, 0, len) === 0;
     if (!zero && runFrom < 0) runFrom = i;
     if (zero && runFrom >= 0) {
       yield [runFrom, i];

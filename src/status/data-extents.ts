@@ -7,6 +7,7 @@ import { BDRV_BLOCK_ZERO } from '../formats/driver.js';
 import { blockStatusAbove } from './above.js';
 import type { ChainNode } from './chain-node.js';
 import type { StatusCounters } from './one-layer.js';
+import type { ChunkBuffers } from './chunk-buffers.js';
 import { readChain } from './read.js';
 
 /** A range of guest data with its bytes. */
@@ -47,6 +48,11 @@ export interface DataExtentOptions {
   readonly chunkSize?: number;
   /** Chunks read ahead (default 4). */
   readonly readAhead?: number;
+  /**
+   * Where chunk buffers come from (default: a fresh buffer per chunk). With a pool, the
+   * consumer gives each chunk's buffer back when done with it.
+   */
+  readonly buffers?: ChunkBuffers;
 }
 
 /**
@@ -65,7 +71,7 @@ export async function* readChunks(
     for await (const range of ranges) {
       for (let o = range.start; o < range.start + range.length; o += chunkSize) {
         const len = Math.min(chunkSize, range.start + range.length - o);
-        const data = Buffer.allocUnsafe(len); // readChain fills every byte
+        const data = options.buffers?.take(len) ?? Buffer.allocUnsafe(len); // readChain fills every byte
         const at = o;
         const p = readChain(top, at, data, 0, len).then(() => ({ start: at, length: len, data }));
         p.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile

@@ -57,7 +57,8 @@ async function plan(
         break;
       case 'compressed': {
         const from = r.offsetInCluster;
-        track(pending, r.cluster().then((c) => dst.set(c.subarray(from, from + n), at)));
+        if (from === 0 && n === r.clusterSize) track(pending, r.clusterInto(dst, at));
+        else track(pending, r.cluster().then((c) => dst.set(c.subarray(from, from + n), at)));
         break;
       }
     }

@@ -6,13 +6,14 @@
  * clusters. Decompression yields exactly one cluster: raw deflate (window 2^12) for zlib,
  * one or more zstd frames for zstd. Stricter than QEMU: a zlib stream that would inflate
  * past the cluster is refused (QEMU truncates it), and so is any stream that stops short,
- * never ends within the payload, or is garbage. zlib runs on libuv's thread pool.
+ * never ends within the payload, or is garbage (cluster-decode.ts). Long runs are decoded
+ * on worker threads (decode-pool.ts), a few clusters inline.
  */
-import { inflateRaw } from 'node:zlib';
-import { CorruptImageError, hex } from '../../errors.js';
-import { readZstdFrame } from './zstd-frames.js';
-import { loadZstd, zstdDecompressFrame } from './zstd.js';
-import { zstdPool } from './zstd-pool.js';
+import { CorruptImageError, IoError, hex } from '../../errors.js';
+import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { COMPRESSION_ZSTD, decodeClusterInto } from './cluster-decode.js';
+import { DecodeBatcher, countInlineDecode } from './decode-pool.js';
+import { loadZstd } from './zstd.js';
 
 /** Where a compressed cluster's payload lies. */
 export interface CompressedDescriptor {
@@ -32,116 +33,88 @@ export function decodeCompressedDescriptor(hi: number, lo: number, clusterBits: 
   return { hostOffset: Number(offset), length: Number(length) };
 }
 
-/** Inflates a raw deflate stream into exactly `clusterSize` bytes. */
-function inflateCluster(payload: Uint8Array, clusterSize: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    inflateRaw(payload, { windowBits: 12, maxOutputLength: clusterSize }, (err, out) => {
-      if (err !== null) {
-        const code = (err as NodeJS.ErrnoException).code;
-        reject(
-          code === 'ERR_BUFFER_TOO_LARGE'
-            ? new Error(`the deflate stream inflates to more than the cluster size ${clusterSize}`)
-            : new Error(`invalid deflate stream (${code ?? err.message})`),
-        );
-      } else if (out.length !== clusterSize) {
-        reject(new Error(`the deflate stream ends after ${out.length} bytes, not the cluster size ${clusterSize}`));
-      } else {
-        resolve(out);
-      }
-    });
-  });
+/** Where a cluster is, for messages. */
+export interface CompressedWhere {
+  readonly file: string;
+  readonly guestOffset: number;
+  readonly hostOffset: number;
 }
 
-/** Decodes zstd frames until exactly `clusterSize` bytes are out (QEMU's loop, bounded). */
-function zstdCluster(payload: Uint8Array, clusterSize: number): Uint8Array {
-  const out = new Uint8Array(clusterSize);
-  let inPos = 0;
-  let outPos = 0;
-  while (outPos < clusterSize) {
-    const frame = readZstdFrame(payload.subarray(inPos));
-    if (frame.kind === 'invalid') throw new Error(`invalid zstd data at payload byte ${inPos}: ${frame.reason}`);
-    if (frame.kind === 'data') {
-      const room = clusterSize - outPos;
-      if (frame.contentSize > room) {
-        throw new Error(`a zstd frame declares ${frame.contentSize} bytes, more than the ${room} left in the cluster`);
-      }
-      const data = zstdDecompressFrame(payload.subarray(inPos, inPos + frame.size), room);
-      out.set(data, outPos);
-      outPos += data.length;
-    }
-    inPos += frame.size;
-    if (outPos < clusterSize && inPos >= payload.length) {
-      throw new Error(`the zstd data ends after ${outPos} bytes, not the cluster size ${clusterSize}`);
-    }
-  }
-  return out;
-}
-
-/** Frames that declare sizes adding up to exactly one cluster (what QEMU writes). */
-interface ZstdPlan {
-  readonly frames: Uint8Array[];
-  readonly sizes: number[];
+/** The typed error of a payload that does not decode. */
+function dataError(payloadLength: number, compressionType: number, where: CompressedWhere, e: unknown): CorruptImageError {
+  return new CorruptImageError(
+    'QCOW2_COMPRESSED_DATA',
+    `compressed cluster at guest offset ${where.guestOffset} (payload ${payloadLength} bytes at host ${hex(where.hostOffset)}): ${e instanceof Error ? e.message : String(e)}`,
+    { file: where.file, field: compressionType === COMPRESSION_ZSTD ? 'zstd payload' : 'deflate payload', offset: where.hostOffset, cause: e },
+  );
 }
 
 /**
- * The data frames of a payload when every one declares its content size and they fill the
- * cluster exactly; null otherwise (then the frames are decoded inline, one by one).
- */
-function planZstdFrames(payload: Uint8Array, clusterSize: number): ZstdPlan | null {
-  const frames: Uint8Array[] = [];
-  const sizes: number[] = [];
-  let inPos = 0;
-  let total = 0;
-  while (total < clusterSize) {
-    const f = readZstdFrame(payload.subarray(inPos));
-    if (f.kind === 'invalid') return null;
-    if (f.kind === 'data') {
-      if (f.contentSize < 0 || total + f.contentSize > clusterSize) return null;
-      frames.push(payload.slice(inPos, inPos + f.size));
-      sizes.push(f.contentSize);
-      total += f.contentSize;
-    }
-    inPos += f.size;
-    if (total < clusterSize && inPos >= payload.length) return null;
-  }
-  return { frames, sizes };
-}
-
-/** Decodes planned frames on the worker pool and checks every size. */
-async function decodePlanned(pool: NonNullable<ReturnType<typeof zstdPool>>, plan: ZstdPlan, clusterSize: number): Promise<Uint8Array> {
-  const outs = await pool.decode(plan.frames, plan.sizes);
-  const out = new Uint8Array(clusterSize);
-  let at = 0;
-  outs.forEach((o, i) => {
-    if (o.length !== plan.sizes[i]) throw new Error(`a zstd frame decoded to ${o.length} bytes, not the ${plan.sizes[i] ?? 0} it declares`);
-    out.set(o, at);
-    at += o.length;
-  });
-  return out;
-}
-
-/**
- * Decompresses one cluster. `payload` is the descriptor's bytes (clipped at the end of the
- * file); `compressionType` 0 is zlib, 1 zstd. Failures are `CorruptImageError`s
- * (`QCOW2_COMPRESSED_DATA`) naming the guest and host offsets.
+ * Decompresses one cluster from its payload, on this thread. `payload` is the descriptor's
+ * bytes (clipped at the end of the file); `compressionType` 0 is zlib, 1 zstd. Failures are
+ * `CorruptImageError`s (`QCOW2_COMPRESSED_DATA`) naming the guest and host offsets.
  */
 export async function decompressCluster(
   payload: Uint8Array,
   clusterSize: number,
   compressionType: number,
-  where: { file: string; guestOffset: number; hostOffset: number },
+  where: CompressedWhere,
 ): Promise<Uint8Array> {
-  if (compressionType === 1) await loadZstd();
+  if (compressionType === COMPRESSION_ZSTD) await loadZstd();
+  const out = new Uint8Array(clusterSize);
   try {
-    if (compressionType !== 1) return await inflateCluster(payload, clusterSize);
-    const pool = zstdPool();
-    const plan = pool === null ? null : planZstdFrames(payload, clusterSize);
-    return pool === null || plan === null ? zstdCluster(payload, clusterSize) : await decodePlanned(pool, plan, clusterSize);
+    decodeClusterInto(payload, out, compressionType);
   } catch (e) {
-    throw new CorruptImageError(
-      'QCOW2_COMPRESSED_DATA',
-      `compressed cluster at guest offset ${where.guestOffset} (payload ${payload.length} bytes at host ${hex(where.hostOffset)}): ${e instanceof Error ? e.message : String(e)}`,
-      { file: where.file, field: compressionType === 1 ? 'zstd payload' : 'deflate payload', offset: where.hostOffset, cause: e },
-    );
+    throw dataError(payload.length, compressionType, where, e);
+  }
+  return out;
+}
+
+/**
+ * Reads and decompresses the compressed clusters of one image: on the decode workers when
+ * the pool is in use (a batch per turn of the event loop), else inline.
+ */
+export class CompressedReader {
+  private readonly batcher: DecodeBatcher;
+
+  constructor(
+    private readonly file: RandomAccessFile,
+    private readonly clusterSize: number,
+    private readonly compressionType: number,
+  ) {
+    this.batcher = new DecodeBatcher(file, clusterSize, compressionType);
+  }
+
+  /** The cluster whose payload is `[hostOffset, hostOffset + length)`, clipped at the end of the file. */
+  read(hostOffset: number, length: number, guestOffset: number): Promise<Uint8Array> {
+    return this.decode(hostOffset, length, guestOffset, null, 0);
+  }
+
+  /**
+   * The same cluster decoded into `dst` at `dstOffset`: by a worker, with no copy here, when
+   * `dst` is backed by a `SharedArrayBuffer` and the pool is in use.
+   */
+  async readInto(hostOffset: number, length: number, guestOffset: number, dst: Uint8Array, dstOffset: number): Promise<void> {
+    const shared = dst.buffer instanceof SharedArrayBuffer ? dst.buffer : null;
+    const data = await this.decode(hostOffset, length, guestOffset, shared, dst.byteOffset + dstOffset);
+    if (data.buffer !== shared) dst.set(data, dstOffset);
+  }
+
+  private async decode(hostOffset: number, length: number, guestOffset: number, target: SharedArrayBuffer | null, targetOffset: number): Promise<Uint8Array> {
+    const clipped = Math.min(length, this.file.size - hostOffset);
+    const where = { file: this.file.path, guestOffset, hostOffset };
+    const pooled = this.batcher.decode(hostOffset, clipped, target, targetOffset);
+    if (pooled !== null) {
+      const r = await pooled;
+      if (r.kind === 'ok') return r.data;
+      if (r.kind === 'failed') {
+        if (!r.io) throw dataError(clipped, this.compressionType, where, new Error(r.message));
+        throw new IoError('IO_READ', `'${this.file.path}': ${r.message}`, { file: this.file.path, offset: hostOffset });
+      }
+    }
+    const payload = new Uint8Array(clipped);
+    await this.file.read(payload, hostOffset);
+    countInlineDecode();
+    return decompressCluster(payload, this.clusterSize, this.compressionType, where);
   }
 }

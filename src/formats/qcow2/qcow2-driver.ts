@@ -20,7 +20,7 @@ import {
   type ReadExtent,
   type StatusMode,
 } from '../driver.js';
-import { decodeCompressedDescriptor, decompressCluster } from './compressed.js';
+import { CompressedReader, decodeCompressedDescriptor } from './compressed.js';
 import {
   AUTOCLEAR_DATA_FILE_RAW,
   CRYPT_LUKS,
@@ -87,6 +87,8 @@ export class Qcow2Driver implements BlockDriver {
   private readonly decompressed = new Map<number, Promise<Uint8Array>>();
   private metadataPreallocation: Promise<boolean> | boolean | undefined;
   private readonly decompressedMax: number;
+  /** Reads and decodes compressed clusters (on worker threads for long runs). */
+  private readonly compressed: CompressedReader;
   /** The LUKS header, decoded and checked at open (crypt_method 2), else null. */
   readonly luks: LuksInfo | null;
 
@@ -130,6 +132,7 @@ export class Qcow2Driver implements BlockDriver {
     const checker = checks.l2Checker;
     this.l2Cache = new L2Cache(file, this.clusterSize, l2Bytes, checker === null ? null : (o, w) => checker.check(o, w));
     this.decompressedMax = decompressedCacheEntries(this.clusterSize);
+    this.compressed = new CompressedReader(file, this.clusterSize, header.compressionType);
     this.refcounts = new RefcountReader(
       file,
       header.clusterBits,
@@ -270,7 +273,13 @@ export class Qcow2Driver implements BlockDriver {
           kind: 'compressed',
           length: m.bytes,
           offsetInCluster,
+          clusterSize: this.clusterSize,
           cluster: () => this.decompress(d.hostOffset, d.length, offset - offsetInCluster),
+          clusterInto: (dst, at) => {
+            const cached = this.decompressed.get(d.hostOffset);
+            if (cached !== undefined) return cached.then((c) => dst.set(c, at));
+            return this.compressed.readInto(d.hostOffset, d.length, offset - offsetInCluster, dst, at);
+          },
         };
       }
       default: {
@@ -311,13 +320,7 @@ export class Qcow2Driver implements BlockDriver {
           { file: this.file.path, field: 'compressed descriptor', value: hostOffset, limit: this.file.size },
         );
       }
-      const payload = new Uint8Array(Math.min(length, this.file.size - hostOffset));
-      await this.file.read(payload, hostOffset);
-      return decompressCluster(payload, this.clusterSize, this.header.compressionType, {
-        file: this.file.path,
-        guestOffset: guestCluster,
-        hostOffset,
-      });
+      return this.compressed.read(hostOffset, length, guestCluster);
     })();
     this.decompressed.set(hostOffset, p);
     p.catch(() => this.decompressed.delete(hostOffset));
