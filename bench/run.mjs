@@ -161,7 +161,8 @@ async function runWorkload(w, ctx) {
   const sides = {
     vdisk: (stdoutFile) => {
       const dst = 'out/vdisk.raw';
-      return { cmd: process.execPath, args: [VDISK_BIN, ...(isConvert ? w.vdisk(w.image, dst) : w.vdisk(w.image))], dst, stdoutFile };
+      // The executable itself, as a user's `vdisk` runs it (its launcher line included).
+      return { cmd: VDISK_BIN, args: isConvert ? w.vdisk(w.image, dst) : w.vdisk(w.image), dst, stdoutFile };
     },
     qemu: (stdoutFile) => {
       const dst = 'out/qemu.raw';
@@ -172,7 +173,7 @@ async function runWorkload(w, ctx) {
     id: w.id, title: w.title, short: shortTitle(w), kind: w.kind, image: w.image,
     targets: w.targets, samples: { vdisk: [], qemu: [] }, warm: {}, strace: null, check: { ok: false, note: 'not checked' }, error: null,
     commands: {
-      vdisk: displayCommand(process.execPath, sides.vdisk().args.slice(1)),
+      vdisk: displayCommand(process.execPath, sides.vdisk().args),
       qemu: displayCommand(w.qemu.cmd, sides.qemu().args),
     },
   };
@@ -328,12 +329,18 @@ async function main() {
   const tMeasure = Date.now();
   // Fixed costs: bare Node start-up and vdisk's own start-up (argument parsing, module load).
   const floor = {};
-  for (const [key, args] of [['node', ['-e', '0']], ['vdiskHelp', [VDISK_BIN, '--help']]]) {
+  const noCa = { ...process.env };
+  delete noCa.NODE_EXTRA_CA_CERTS;
+  for (const [key, cmd, args, env] of [
+    ['node', process.execPath, ['-e', '0'], process.env],
+    ['nodeNoCa', process.execPath, ['-e', '0'], noCa],
+    ['vdiskHelp', VDISK_BIN, ['--help'], process.env],
+  ]) {
     const xs = [];
-    for (let i = 0; i < 6; i++) xs.push((await timedRun({ cmd: process.execPath, args, cwd: dir, method, scratch: dir })).wallMs);
+    for (let i = 0; i < 6; i++) xs.push((await timedRun({ cmd, args, cwd: dir, method, scratch: dir, env })).wallMs);
     floor[key] = median(xs.slice(1));
   }
-  log(`start-up floor: node -e 0 ${fmtMs(floor.node)}, vdisk --help ${fmtMs(floor.vdiskHelp)}`);
+  log(`start-up floor: node -e 0 ${fmtMs(floor.node)} (without NODE_EXTRA_CA_CERTS ${fmtMs(floor.nodeNoCa)}), vdisk --help ${fmtMs(floor.vdiskHelp)}`);
   const results = [];
   for (const w of workloads) {
     log(`${w.id}: ${w.title}`);

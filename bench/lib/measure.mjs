@@ -28,7 +28,7 @@ export const RSS_METHOD_TEXT = {
  * verification run). Resolves { wallMs, rssKiB, cpuS, code, stderr }; rejects when the
  * command fails (non-zero exit), because a failed run must never be timed as a result.
  */
-export function timedRun({ cmd, args, cwd, stdout = '/dev/null', method, scratch }) {
+export function timedRun({ cmd, args, cwd, stdout = '/dev/null', method, scratch, env = process.env }) {
   const outFd = openSync(stdout, 'w');
   const timeFile = path.join(scratch, `.time-${process.pid}.txt`);
   const argv = method === 'time' ? ['/usr/bin/time', ['-f', '%M %U %S', '-o', timeFile, cmd, ...args]] : [cmd, args];
@@ -40,7 +40,7 @@ export function timedRun({ cmd, args, cwd, stdout = '/dev/null', method, scratch
     const t0 = process.hrtime.bigint();
     let child;
     try {
-      child = spawn(argv[0], argv[1], { cwd, stdio: ['ignore', outFd, 'pipe'] });
+      child = spawn(argv[0], argv[1], { cwd, env, stdio: ['ignore', outFd, 'pipe'] });
     } catch (e) {
       closeSync(outFd);
       reject(e);

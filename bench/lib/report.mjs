@@ -118,7 +118,7 @@ export function renderResults(res) {
 
   L.push('### This run', '');
   L.push(`- Timed runs: ${res.runs} per side per workload after ${res.warmup} warm-up run per side, alternating vdisk, QEMU, vdisk, QEMU, …`);
-  if (res.floor) L.push(`- Start-up floor, median of 5 after a warm-up: \`node -e 0\` ${fmtMs(res.floor.node)}, \`vdisk --help\` ${fmtMs(res.floor.vdiskHelp)}. Every vdisk time above includes this; a workload where QEMU's whole run is shorter than it cannot reach ratio 1.0 without a faster start-up.`);
+  if (res.floor) L.push(`- Start-up floor, median of 5 after a warm-up: \`node -e 0\` ${fmtMs(res.floor.node)}${res.floor.nodeNoCa !== undefined ? ` (${fmtMs(res.floor.nodeNoCa)} without \`NODE_EXTRA_CA_CERTS\`${process.env.NODE_EXTRA_CA_CERTS ? ', which this machine sets' : ''})` : ''}, \`vdisk --help\` ${fmtMs(res.floor.vdiskHelp)}. vdisk is run as its executable (\`dist/cli/bin.js\`, launcher line \`#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node\`: vdisk makes no TLS connection, and Node 20 parses that CA bundle at every start). Every vdisk time above includes its start-up.`);
   L.push(`- Peak RSS and CPU time: ${RSS_METHOD_TEXT[res.rssMethod]}.`);
   L.push(`- Page cache: warm. Every image was read by the warm-up runs just before the timed runs and the machine has ${m.ram} of RAM, so no timed run reads an image from disk.`);
   L.push('- Output check (the first warm-up run of each side): map JSON compared byte for byte; allocation maps compared as allocated / not-allocated ranges; convert outputs compared by a sha256 content digest (size + offset and bytes of every non-zero 64 KiB block, holes read as zeros; `bench/lib/digest.mjs`), for W4 also with the digest of the source ext4 raw image.');
