@@ -26,7 +26,7 @@ import { openChain, type ChainOptions } from './status/open-chain.js';
 import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
 import { Readable } from 'node:stream';
 import { contentRuns, dataExtents, readChunks, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
-import { readChain } from './status/read.js';
+import { planChain, readChain, type ReadSink } from './status/read.js';
 import { canWalkFlat, walkFlatMap, type FlatMapSink } from './status/flat-map.js';
 import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
 import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
@@ -291,6 +291,16 @@ export class Image implements AsyncDisposable {
     }
     await readChain(this.top, offset, dst, intoOffset, length);
     return dst;
+  }
+
+  /**
+   * Walks the runs of `[offset, offset + length)` (within the virtual size) without reading
+   * them, giving each to `sink` with its offset from `offset`: for engines that read
+   * elsewhere (the conversion's worker threads).
+   */
+  async planRead(offset: number, length: number, sink: ReadSink): Promise<void> {
+    this.checkRange(offset, length);
+    await planChain(this.top, offset, 0, length, sink);
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
- * Compressed clusters decoded on worker threads (decode-pool.ts), through the built package
+ * Compressed clusters decoded on worker threads (workers/pool.ts), through the built package
  * (`dist/`, where the worker module exists): long runs of zlib and zstd clusters converted
- * by the CLI with workers, without them (`VDISK_DECODE_WORKERS=0`) and with the WebAssembly
+ * by the CLI on the workers (convert-parallel.ts), without them (`VDISK_DECODE_WORKERS=0`:
+ * decoded and copied on the main thread) and with the WebAssembly
  * zstd decoder (`VDISK_ZSTD=wasm`) give qemu-img's bytes; the library reports that the
  * workers did decode; a corrupt payload in the middle of such a run is the same typed
  * error either way, and leaves no output. Skipped, with a warning, without qemu-img.
@@ -25,7 +26,8 @@ async function sh(script: string): Promise<void> {
 }
 
 // 300 clusters of 64 KiB (far more than the 64 decoded inline before the pool starts) of
-// compressible but varied data: text repeated with a counter, and a stretch of zeroes.
+// compressible but varied data: text repeated with a counter, and a stretch of zeroes; a
+// virtual size of 100 MiB, so that convert copies on the workers too.
 const SETUP = String.raw`
 python3 - <<'PY'
 import hashlib
@@ -34,6 +36,7 @@ with open('src.raw', 'wb') as f:
         line = (hashlib.sha256(str(i).encode()).hexdigest() * 16)[: 1024 - 8].encode() + b'%07d\n' % i
         f.write(line if not (5000 <= i < 5200) else bytes(1024))
 PY
+truncate -s 100M src.raw
 qemu-img convert -q -c -f raw -O qcow2 src.raw zlib.qcow2
 qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd src.raw zstd.qcow2
 `;
@@ -69,7 +72,7 @@ describe.skipIf(!hasQemu)('compressed clusters on decode workers', () => {
 
   it('the library decodes on workers after the first clusters, and counts their reads', async () => {
     const lib = (await import(pathToFileURL(path.join(REPO_ROOT, 'dist', 'index.js')).href)) as typeof import('../src/index.js');
-    const pool = (await import(pathToFileURL(path.join(REPO_ROOT, 'dist', 'formats', 'qcow2', 'decode-pool.js')).href)) as typeof import('../src/formats/qcow2/decode-pool.js');
+    const pool = (await import(pathToFileURL(path.join(REPO_ROOT, 'dist', 'formats', 'workers', 'pool.js')).href)) as typeof import('../src/formats/workers/pool.js');
     const src = await readFile(path.join(dir, 'src.raw'));
     for (const img of ['zlib.qcow2', 'zstd.qcow2']) {
       const before = pool.decodeStats();

@@ -77,7 +77,21 @@ export type ReadExtent =
        * may be written by a worker thread, with no copy on the caller's thread.
        */
       clusterInto(dst: Uint8Array, dstOffset: number): Promise<void>;
+      /** Where the compressed bytes are, for decoding elsewhere (a worker thread). */
+      readonly payload: CompressedPayload;
     };
+
+/** The stored form of a compressed cluster. */
+export interface CompressedPayload {
+  readonly file: RandomAccessFile;
+  readonly hostOffset: number;
+  /** Bytes from `hostOffset`, clipped at the end of the file. */
+  readonly length: number;
+  /** 0 zlib, 1 zstd. */
+  readonly compressionType: number;
+  /** The typed error for a payload that does not decode, `message` saying why. */
+  dataError(message: string): Error;
+}
 
 /** Formats vdisk reads. */
 export type FormatName = 'qcow2' | 'raw';

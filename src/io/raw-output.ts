@@ -38,6 +38,11 @@ export class RawOutput {
     return new RawOutput(destination, tempPath, handle);
   }
 
+  /** The descriptor of the temporary file while it is open (for writes on worker threads). */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
   /** Writes `data[from, to)` at `position`. */
   async write(data: Uint8Array, from: number, to: number, position: number): Promise<void> {
     let done = 0;

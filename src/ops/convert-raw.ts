@@ -6,7 +6,9 @@
  */
 import type { Image } from '../image.js';
 import { RawOutput } from '../io/raw-output.js';
+import { workerPool } from '../formats/workers/pool.js';
 import { ChunkBuffers } from '../status/chunk-buffers.js';
+import { convertOnWorkers } from './convert-parallel.js';
 
 /** Size of the blocks checked for zeroes. */
 export const SPARSE_BLOCK = 4096;
@@ -25,7 +27,15 @@ export interface ConvertOptions {
   /** Bytes read per chunk (default 2 MiB) and chunks read ahead (default 4). */
   readonly chunkSize?: number;
   readonly readAhead?: number;
+  /**
+   * Copy on worker threads (default: when the machine has two or more cores and the
+   * image is at least 64 MiB; `VDISK_DECODE_WORKERS=0` turns workers off).
+   */
+  readonly workers?: boolean;
 }
+
+/** Images smaller than this are converted on this thread (workers cost a start-up). */
+const WORKERS_MIN_SIZE = 64 * 1024 * 1024;
 
 /** Converts `img` into the raw file `destination` (replaced atomically on success). */
 export async function convertToRaw(img: Image, destination: string, options: ConvertOptions = {}): Promise<void> {
@@ -35,6 +45,18 @@ export async function convertToRaw(img: Image, destination: string, options: Con
   const limit = Math.max(1, options.writesInFlight ?? 4);
   const chunkSize = options.chunkSize ?? 2 * 1024 * 1024;
   const readAhead = options.readAhead ?? 4;
+  const pool = (options.workers ?? total >= WORKERS_MIN_SIZE) ? workerPool() : null;
+  if (pool !== null) {
+    try {
+      await convertOnWorkers(img, out, pool, { chunkSize, inFlight: 4 * pool.size, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+      await out.commit(options.sync === true);
+      options.onProgress?.(total, total);
+    } catch (e) {
+      await out.abort();
+      throw e;
+    }
+    return;
+  }
   // Each chunk's buffer goes back to the pool once its writes are done.
   const buffers = new ChunkBuffers(chunkSize, readAhead + limit + 2);
   try {

@@ -3,16 +3,48 @@
  * block layer's zero-fill past a layer's end): each run comes from the layer that owns it —
  * stored data, zeroes (zero clusters and subclusters, unallocated ranges without a backing
  * file, anything past the end of a shorter backing file), a decompressed cluster, or the
- * layer below. The reads of one call are all issued before any is awaited.
+ * layer below.
+ *
+ * One walk ({@link planChain}) finds the runs and hands each to a {@link ReadSink}:
+ * {@link readChain} does the reads at once (all issued before any is awaited); a
+ * conversion collects them as a plan for a worker thread (read-plan.ts).
  */
+import type { RandomAccessFile } from '../io/random-access-file.js';
+import type { ReadExtent } from '../formats/driver.js';
 import type { ChainNode } from './chain-node.js';
+
+/** A part of a compressed cluster as the chain gives it. */
+export type CompressedExtent = Extract<ReadExtent, { kind: 'compressed' }>;
+
+/** Receives the runs of a read, in order; `at` is the byte offset in the destination. */
+export interface ReadSink {
+  /** `[at, at + n)` reads as zeroes. */
+  zero(at: number, n: number): void;
+  /** `[at, at + n)` is stored in `file` at `hostOffset`. */
+  data(file: RandomAccessFile, hostOffset: number, n: number, at: number): void;
+  /** `[at, at + n)` is bytes `[r.offsetInCluster, r.offsetInCluster + n)` of a compressed cluster. */
+  compressed(r: CompressedExtent, n: number, at: number): void;
+}
 
 /** Fills `dst[dstOffset, dstOffset + length)` with the guest bytes of `node` at `offset`. */
 export async function readChain(node: ChainNode, offset: number, dst: Uint8Array, dstOffset: number, length: number): Promise<void> {
   const pending: Promise<void>[] = [];
+  const track = (p: Promise<void>): void => {
+    p.catch(() => undefined); // reported below once all settle
+    pending.push(p);
+  };
+  const sink: ReadSink = {
+    zero: (at, n) => dst.fill(0, at, at + n),
+    data: (file, hostOffset, n, at) => track(file.read(dst, hostOffset, n, at)),
+    compressed: (r, n, at) => {
+      const from = r.offsetInCluster;
+      if (from === 0 && n === r.clusterSize) track(r.clusterInto(dst, at));
+      else track(r.cluster().then((c) => dst.set(c.subarray(from, from + n), at)));
+    },
+  };
   let failure: unknown = null;
   try {
-    await plan(node, offset, dst, dstOffset, length, pending);
+    await planChain(node, offset, dstOffset, length, sink);
   } catch (e) {
     failure = e;
   }
@@ -22,22 +54,15 @@ export async function readChain(node: ChainNode, offset: number, dst: Uint8Array
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
-/** Walks the runs of `[offset, offset + length)` in `node`, filling or queueing reads. */
-async function plan(
-  node: ChainNode,
-  offset: number,
-  dst: Uint8Array,
-  dstOffset: number,
-  length: number,
-  pending: Promise<void>[],
-): Promise<void> {
+/** Walks the runs of `[offset, offset + length)` in `node`, giving each to `sink` (destination offsets from `dstOffset`). */
+export async function planChain(node: ChainNode, offset: number, dstOffset: number, length: number, sink: ReadSink): Promise<void> {
   const d = node.driver;
   const end = offset + length;
   let pos = offset;
   while (pos < end) {
     const at = dstOffset + (pos - offset);
     if (pos >= d.length) {
-      dst.fill(0, at, dstOffset + length);
+      sink.zero(at, dstOffset + length - at);
       return;
     }
     const want = Math.min(end, d.length) - pos;
@@ -46,28 +71,19 @@ async function plan(
     const n = Math.min(r.length, want);
     switch (r.kind) {
       case 'zero':
-        dst.fill(0, at, at + n);
+        sink.zero(at, n);
         break;
       case 'backing':
-        if (node.backing === null) dst.fill(0, at, at + n);
-        else await plan(node.backing, pos, dst, at, n, pending);
+        if (node.backing === null) sink.zero(at, n);
+        else await planChain(node.backing, pos, at, n, sink);
         break;
       case 'data':
-        track(pending, r.file.read(dst, r.hostOffset, n, at));
+        sink.data(r.file, r.hostOffset, n, at);
         break;
-      case 'compressed': {
-        const from = r.offsetInCluster;
-        if (from === 0 && n === r.clusterSize) track(pending, r.clusterInto(dst, at));
-        else track(pending, r.cluster().then((c) => dst.set(c.subarray(from, from + n), at)));
+      case 'compressed':
+        sink.compressed(r, n, at);
         break;
-      }
     }
     pos += n;
   }
-}
-
-/** Queues `p`, marking it handled now; `readChain` reports its failure once all settle. */
-function track(pending: Promise<void>[], p: Promise<void>): void {
-  p.catch(() => undefined);
-  pending.push(p);
 }

@@ -12,7 +12,8 @@
 import { CorruptImageError, IoError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from './cluster-decode.js';
-import { DecodeBatcher, countInlineDecode } from './decode-pool.js';
+import { countInlineDecode } from '../workers/pool.js';
+import { DecodeBatcher } from './decode-batcher.js';
 import { loadZstd } from './zstd.js';
 
 /** Where a compressed cluster's payload lies. */
@@ -98,6 +99,12 @@ export class CompressedReader {
     const shared = dst.buffer instanceof SharedArrayBuffer ? dst.buffer : null;
     const data = await this.decode(hostOffset, length, guestOffset, shared, dst.byteOffset + dstOffset);
     if (data.buffer !== shared) dst.set(data, dstOffset);
+  }
+
+  /** The typed error of the cluster at `hostOffset` whose payload does not decode. */
+  dataError(hostOffset: number, length: number, guestOffset: number, message: string): CorruptImageError {
+    const clipped = Math.min(length, this.file.size - hostOffset);
+    return dataError(clipped, this.compressionType, { file: this.file.path, guestOffset, hostOffset }, new Error(message));
   }
 
   private async decode(hostOffset: number, length: number, guestOffset: number, target: SharedArrayBuffer | null, targetOffset: number): Promise<Uint8Array> {

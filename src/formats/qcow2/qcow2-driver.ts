@@ -275,6 +275,13 @@ export class Qcow2Driver implements BlockDriver {
           offsetInCluster,
           clusterSize: this.clusterSize,
           cluster: () => this.decompress(d.hostOffset, d.length, offset - offsetInCluster),
+          payload: {
+            file: this.file,
+            hostOffset: d.hostOffset,
+            length: Math.min(d.length, this.file.size - d.hostOffset),
+            compressionType: this.header.compressionType,
+            dataError: (message) => this.compressed.dataError(d.hostOffset, d.length, offset - offsetInCluster, message),
+          },
           clusterInto: (dst, at) => {
             const cached = this.decompressed.get(d.hostOffset);
             if (cached !== undefined) return cached.then((c) => dst.set(c, at));

@@ -1,0 +1,161 @@
+/**
+ * A worker of the pool (pool.ts), on its own thread. Two jobs (protocol.ts):
+ *
+ * - `decode`: reads the payloads of a batch of compressed clusters by descriptor and
+ *   decompresses each straight into its target (a shared buffer of the caller's) or into
+ *   one reply buffer transferred back. Payloads that lie close together in the file (as
+ *   `qemu-img convert -c` writes them) are read with one read.
+ * - `copy`: fills one conversion chunk from its read plan (file reads, whole compressed
+ *   clusters, zeroes), then writes the chunk's non-zero 4 KiB blocks to the output.
+ *
+ * The main thread keeps every check and every typed error; a worker only reports what
+ * failed, as text.
+ */
+import { parentPort } from 'node:worker_threads';
+import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
+import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
+import { loadZstd } from '../qcow2/zstd.js';
+import {
+  OP_DECODE,
+  OP_READ,
+  OP_WORDS,
+  OP_ZERO,
+  type CopyReply,
+  type CopyRequest,
+  type DecodeReply,
+  type DecodeRequest,
+  type JobError,
+  type WorkerRequest,
+} from './protocol.js';
+
+/** Gap between payloads still read together, and the largest single read. */
+const MAX_GAP = 64 * 1024;
+const MAX_SPAN = 4 * 1024 * 1024;
+/** Output blocks checked for zeroes (qemu-img's default `-S 4k`). */
+const SPARSE_BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
+
+const port = parentPort;
+if (port === null) throw new Error('format-worker.js runs on a worker thread');
+
+port.on('message', (m: WorkerRequest) => {
+  if (m.kind === 'decode') void decode(m).then((reply) => port.postMessage(reply, [reply.buffer]));
+  else void copy(m).then((reply) => port.postMessage(reply));
+});
+
+async function decode(m: DecodeRequest): Promise<DecodeReply> {
+  const n = m.jobs.length / 2;
+  const buffer = new ArrayBuffer(m.targets.every((t) => t !== null) ? 0 : n * m.clusterSize);
+  const errors: JobError[] = [];
+  let reads = 0;
+  let bytesRead = 0;
+  if (m.compressionType === COMPRESSION_ZSTD) await loadZstd();
+  for (let i = 0; i < n; ) {
+    // Jobs i..j-1 are read together when each payload starts near where the previous ended.
+    const start = m.jobs[2 * i] as number;
+    let end = start + (m.jobs[2 * i + 1] as number);
+    let j = i + 1;
+    while (j < n) {
+      const s = m.jobs[2 * j] as number;
+      const e = s + (m.jobs[2 * j + 1] as number);
+      if (s < start || s > end + MAX_GAP || Math.max(end, e) - start > MAX_SPAN) break;
+      end = Math.max(end, e);
+      j++;
+    }
+    const span = new Uint8Array(end - start);
+    const failed = preadExactSync(m.fd, span, start, span.length);
+    reads++;
+    if (failed !== null) {
+      for (let k = i; k < j; k++) errors.push({ index: k, io: true, message: failed });
+    } else {
+      bytesRead += span.length;
+      for (let k = i; k < j; k++) {
+        const off = (m.jobs[2 * k] as number) - start;
+        const payload = span.subarray(off, off + (m.jobs[2 * k + 1] as number));
+        try {
+          const target = m.targets[k] ?? null;
+          const out = target !== null
+            ? new Uint8Array(target, m.targetOffsets[k] as number, m.clusterSize)
+            : new Uint8Array(buffer, k * m.clusterSize, m.clusterSize);
+          decodeClusterInto(payload, out, m.compressionType);
+        } catch (e) {
+          errors.push({ index: k, io: false, message: e instanceof Error ? e.message : String(e) });
+        }
+      }
+    }
+    i = j;
+  }
+  return { kind: 'decode', id: m.id, buffer, errors, reads, bytesRead };
+}
+
+/** Payload buffer of the copy jobs, grown as needed. */
+let payloadBuf = new Uint8Array(256 * 1024);
+
+async function copy(m: CopyRequest): Promise<CopyReply> {
+  const chunk = Buffer.from(m.chunk, 0, m.length);
+  const reads = new Map<number, [number, number]>();
+  const count = (fd: number, bytes: number): void => {
+    const r = reads.get(fd) ?? [0, 0];
+    r[0]++;
+    r[1] += bytes;
+    reads.set(fd, r);
+  };
+  const reply = (error: JobError | null, written: number): CopyReply => ({
+    kind: 'copy', id: m.id, error, written, reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const),
+  });
+  const nOps = m.ops.length / OP_WORDS;
+  for (let i = 0; i < nOps; i++) {
+    const o = i * OP_WORDS;
+    const kind = m.ops[o] as number;
+    const fd = m.ops[o + 1] as number;
+    const host = m.ops[o + 2] as number;
+    const length = m.ops[o + 3] as number;
+    const at = m.ops[o + 4] as number;
+    if (kind === OP_ZERO) {
+      chunk.fill(0, at, at + length);
+    } else if (kind === OP_READ) {
+      const failed = preadExactSync(fd, chunk.subarray(at, at + length), host, length);
+      if (failed !== null) return reply({ index: i, io: true, message: failed }, 0);
+      count(fd, length);
+    } else if (kind === OP_DECODE) {
+      const compressionType = m.ops[o + 5] as number;
+      const clusterSize = m.ops[o + 6] as number;
+      if (compressionType === COMPRESSION_ZSTD) await loadZstd();
+      if (payloadBuf.length < length) payloadBuf = new Uint8Array(length);
+      const payload = payloadBuf.subarray(0, length);
+      const failed = preadExactSync(fd, payload, host, length);
+      if (failed !== null) return reply({ index: i, io: true, message: failed }, 0);
+      count(fd, length);
+      try {
+        decodeClusterInto(payload, chunk.subarray(at, at + clusterSize), compressionType);
+      } catch (e) {
+        return reply({ index: i, io: false, message: e instanceof Error ? e.message : String(e) }, 0);
+      }
+    }
+  }
+  // Write the runs of output-aligned 4 KiB blocks that are not all zero.
+  let written = 0;
+  let runFrom = -1;
+  let i = 0;
+  const flush = (to: number): string | null => {
+    const failed = pwriteExactSync(m.outFd, chunk, runFrom, to - runFrom, m.outPosition + runFrom);
+    written += to - runFrom;
+    runFrom = -1;
+    return failed;
+  };
+  while (i < m.length) {
+    const blockEnd = Math.min(m.length, i + SPARSE_BLOCK - ((m.outPosition + i) % SPARSE_BLOCK));
+    const zero = ZERO_BLOCK.compare(chunk, i, blockEnd, 0, blockEnd - i) === 0;
+    if (!zero && runFrom < 0) runFrom = i;
+    if (zero && runFrom >= 0) {
+      const failed = flush(i);
+      if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
+    }
+    i = blockEnd;
+  }
+  if (runFrom >= 0) {
+    const failed = flush(m.length);
+    if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
+  }
+  return reply(null, written);
+}

@@ -1,0 +1,134 @@
+/**
+ * Worker threads for the heavy byte work, so long reads use every core: decompressing
+ * compressed clusters (qcow2/decode-batcher.ts) and copying conversion chunks (ops). The
+ * workers (format-worker.ts) use the files by descriptor; jobs go to the least busy one.
+ *
+ * One pool per process, started on first demand and only with two or more cores (or not at
+ * all with `VDISK_DECODE_WORKERS=0`); its workers never keep the process alive while idle.
+ * When a worker cannot start or dies, the pool is given up, every job in flight resolves
+ * null, and callers do the work on their own thread: the pool is an accelerator, never a
+ * new way to fail.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { CopyReply, CopyRequest, DecodeReply, DecodeRequest, WorkerReply, WorkerRequest } from './protocol.js';
+
+interface Slot {
+  readonly worker: Worker;
+  busy: number;
+  readonly inFlight: Map<number, (r: WorkerReply | null) => void>;
+}
+
+/** The worker threads. */
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  broken = false;
+
+  constructor(size: number) {
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(new URL('./format-worker.js', import.meta.url));
+      const slot: Slot = { worker, busy: 0, inFlight: new Map() };
+      worker.on('message', (m: WorkerReply) => this.settle(slot, m.id, m));
+      worker.on('error', () => this.fail());
+      worker.on('exit', () => this.fail());
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref();
+      this.slots.push(slot);
+    }
+  }
+
+  /** Workers in the pool. */
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /** Decodes a batch of compressed clusters; resolves null when the pool broke meanwhile. */
+  decode(request: Omit<DecodeRequest, 'id' | 'kind'>): Promise<DecodeReply | null> {
+    return this.run((id) => ({ ...request, kind: 'decode', id })) as Promise<DecodeReply | null>;
+  }
+
+  /** Copies one conversion chunk; resolves null when the pool broke meanwhile. */
+  copy(request: Omit<CopyRequest, 'id' | 'kind'>): Promise<CopyReply | null> {
+    return this.run((id) => ({ ...request, kind: 'copy', id })) as Promise<CopyReply | null>;
+  }
+
+  private run(make: (id: number) => WorkerRequest): Promise<WorkerReply | null> {
+    if (this.broken) return Promise.resolve(null);
+    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      slot.inFlight.set(id, resolve);
+      if (slot.busy++ === 0) slot.worker.ref();
+      slot.worker.postMessage(make(id));
+    });
+  }
+
+  private settle(slot: Slot, id: number, reply: WorkerReply | null): void {
+    const done = slot.inFlight.get(id);
+    if (done === undefined) return;
+    slot.inFlight.delete(id);
+    if (--slot.busy === 0) slot.worker.unref();
+    done(reply);
+  }
+
+  /** A worker failed to start or died: every batch in flight falls back to inline decoding. */
+  private fail(): void {
+    if (this.broken) return;
+    this.broken = true;
+    for (const slot of this.slots) {
+      for (const id of [...slot.inFlight.keys()]) this.settle(slot, id, null);
+      void slot.worker.terminate();
+    }
+  }
+}
+
+let pool: WorkerPool | null = null;
+
+/** Clusters decoded in this process so far, by where (for tests and benchmarks). */
+export interface DecodeStats {
+  /** On this thread. */
+  inline: number;
+  /** On the workers. */
+  onWorkers: number;
+  /** Workers started (0 until the pool starts). */
+  workers: number;
+  /** The pool failed and was given up. */
+  broken: boolean;
+}
+
+const stats: DecodeStats = { inline: 0, onWorkers: 0, workers: 0, broken: false };
+
+/** A snapshot of {@link DecodeStats}. */
+export function decodeStats(): DecodeStats {
+  return { ...stats, broken: pool?.broken ?? false };
+}
+
+/** Counts a cluster decoded on this thread (compressed.ts). */
+export function countInlineDecode(): void {
+  stats.inline++;
+}
+
+/** Counts clusters decoded on the workers. */
+export function countWorkerDecodes(n: number): void {
+  stats.onWorkers += n;
+}
+
+/**
+ * The pool (started now if need be), or null to work on this thread: on one core, with
+ * `VDISK_DECODE_WORKERS=0`, or after a failure.
+ */
+export function workerPool(): WorkerPool | null {
+  if (pool !== null) return pool.broken ? null : pool;
+  const cores = availableParallelism();
+  if (cores < 2 || process.env['VDISK_DECODE_WORKERS'] === '0') return null;
+  pool = new WorkerPool(Math.min(2, cores));
+  stats.workers = pool.size;
+  return pool;
+}
+
+/** The pool if it runs, without starting it. */
+export function runningPool(): WorkerPool | null {
+  return pool !== null && !pool.broken ? pool : null;
+}
+
