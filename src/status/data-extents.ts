@@ -50,7 +50,8 @@ export interface DataExtentOptions {
   readonly readAhead?: number;
   /**
    * Where chunk buffers come from (default: a fresh buffer per chunk). With a pool, the
-   * consumer gives each chunk's buffer back when done with it.
+   * consumer gives each chunk's buffer back (`buffers.give(data)`) when done with it; its
+   * shared buffers also let worker threads decode compressed clusters straight into them.
    */
   readonly buffers?: ChunkBuffers;
 }
@@ -71,7 +72,9 @@ export async function* readChunks(
     for await (const range of ranges) {
       for (let o = range.start; o < range.start + range.length; o += chunkSize) {
         const len = Math.min(chunkSize, range.start + range.length - o);
-        const data = options.buffers?.take(len) ?? Buffer.allocUnsafe(len); // readChain fills every byte
+        // readChain fills every byte. (Not fresh shared memory: a worker that wrote into a
+        // SharedArrayBuffer keeps it alive until its own GC runs, 200+ MiB on a long stream.)
+        const data = options.buffers?.take(len) ?? Buffer.allocUnsafe(len);
         const at = o;
         const p = readChain(top, at, data, 0, len).then(() => ({ start: at, length: len, data }));
         p.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile

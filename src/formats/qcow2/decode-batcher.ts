@@ -1,8 +1,10 @@
 /**
  * Batching the compressed clusters of one image for the worker pool (workers/pool.ts):
  * requests made in one turn of the event loop go as one batch (up to about 1 MiB of
- * output). The pool is used once a process has decoded enough clusters inline to make its
- * start-up worth it; when it is not in use, or breaks, callers decode inline.
+ * output), each cluster decoded straight into the caller's shared memory. The pool is used
+ * once a process has decoded enough clusters inline to make its start-up worth it, and only
+ * for destinations in a `SharedArrayBuffer`; otherwise, or when it breaks, callers decode
+ * inline.
  */
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import { countWorkerDecodes, runningPool, workerPool, type WorkerPool } from '../workers/pool.js';
@@ -60,7 +62,9 @@ export class DecodeBatcher {
    * then that range), else into a buffer of the pool's.
    */
   decode(hostOffset: number, length: number, target: SharedArrayBuffer | null = null, targetOffset = 0): Promise<PoolResult> | null {
-    if (this.file.fd === undefined) return null;
+    // Only into shared memory: results in buffers of their own would be garbage made per
+    // batch, whose collection lags (tens of MiB of peak RSS, measured).
+    if (this.file.fd === undefined || target === null) return null;
     const p = decodePool();
     if (p === null) return null;
     return new Promise((resolve) => {
