@@ -8,6 +8,7 @@
  * error either way, and leaves no output. Skipped, with a warning, without qemu-img.
  */
 import { readFile, open, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,6 +57,27 @@ const MODES: readonly [string, NodeJS.ProcessEnv][] = [
   ['inline', { VDISK_DECODE_WORKERS: '0' }],
   ['wasm zstd on workers', { VDISK_ZSTD: 'wasm' }],
 ];
+
+describe('zstd decoder choice', () => {
+  const probe = async (env: NodeJS.ProcessEnv): Promise<string> => {
+    const zstd = pathToFileURL(path.join(REPO_ROOT, 'dist', 'formats', 'qcow2', 'zstd.js')).href;
+    const r = await run(process.execPath, ['--input-type=module', '-e', `const z = await import(${JSON.stringify(zstd)}); await z.loadZstd(); console.log(z.zstdBackend());`], { env: { ...process.env, ...env } });
+    expect(r.status, r.stderr).toBe(0);
+    return r.stdout.trim();
+  };
+  let nativeInstalled = true;
+  try {
+    createRequire(import.meta.url)('zstd-napi/binding');
+  } catch {
+    nativeInstalled = false;
+    console.warn('decode-workers.test.ts: zstd-napi is not built here; only the WebAssembly zstd decoder is tested');
+  }
+
+  it(`uses ${nativeInstalled ? 'libzstd (zstd-napi)' : 'the WebAssembly build'} by default, the WebAssembly build with VDISK_ZSTD=wasm`, async () => {
+    expect(await probe({})).toBe(nativeInstalled ? 'native' : 'wasm');
+    expect(await probe({ VDISK_ZSTD: 'wasm' })).toBe('wasm');
+  });
+});
 
 describe.skipIf(!hasQemu)('compressed clusters on decode workers', () => {
   for (const img of ['zlib.qcow2', 'zstd.qcow2']) {
