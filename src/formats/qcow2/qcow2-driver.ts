@@ -43,7 +43,8 @@ import {
   type L1Words,
   type MappingGeometry,
 } from './host-offset.js';
-import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
+import { DEFAULT_L2_CACHE_BYTES, L2Cache, type L2Table } from './l2-cache.js';
+import { buildL2Runs } from './l2-runs.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
 import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
@@ -130,7 +131,12 @@ export class Qcow2Driver implements BlockDriver {
       options.budget.reserve(l2Bytes, 'L2 cache', file.path);
     }
     const checker = checks.l2Checker;
-    this.l2Cache = new L2Cache(file, this.clusterSize, l2Bytes, checker === null ? null : (o, w) => checker.check(o, w));
+    const cs = this.clusterSize;
+    this.l2Cache = new L2Cache(file, cs, l2Bytes, (o, w) => {
+      const runs = extendedL2 ? null : buildL2Runs(w, cs, hasDataFile);
+      checker?.check(o, w, runs);
+      return runs;
+    });
     this.decompressedMax = decompressedCacheEntries(this.clusterSize);
     this.compressed = new CompressedReader(file, this.clusterSize, header.compressionType);
     this.refcounts = new RefcountReader(
@@ -340,7 +346,7 @@ export class Qcow2Driver implements BlockDriver {
   }
 
   /** Cached L2 table lookup, bound once (no closure per lookup). */
-  private readonly peekL2 = (o: number): Uint32Array | undefined => this.l2Cache.peek(o);
+  private readonly peekL2 = (o: number): L2Table | undefined => this.l2Cache.peek(o);
 
   /** Whether mapping queries ask the host file about holes (QEMU's metadata-preallocation heuristic); runs the detection once. */
   mappingRecurses(): Promise<boolean> {
