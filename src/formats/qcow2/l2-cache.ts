@@ -89,6 +89,30 @@ export class L2Cache {
   }
 
   /**
+   * Loads the table at `offset` now, with one synchronous read, when the file can read
+   * synchronously and no read of it is under way; returns undefined otherwise (then use
+   * {@link load}). Errors are thrown, and the table is not cached, as with `load`.
+   */
+  loadSync(offset: number): L2Table | undefined {
+    const cached = this.peek(offset);
+    if (cached !== undefined) return cached;
+    if (this.file.readSync === undefined || this.loading.has(offset)) return undefined;
+    const words = this.spare.pop() ?? new Uint32Array(this.tableBytes / 4);
+    const bytes = Buffer.from(words.buffer, words.byteOffset, this.tableBytes);
+    let runs: L2Runs | null;
+    try {
+      this.file.readSync(bytes, offset, this.tableBytes);
+      bytes.swap32();
+      runs = this.prepare(offset, words);
+    } catch (e) {
+      this.recycle(words);
+      throw e;
+    }
+    this.loads++;
+    return this.insert(offset, { words, runs });
+  }
+
+  /**
    * Loads several tables, reading runs of adjacent ones (as metadata preallocation lays
    * them out) with one read of up to `maxBatch` tables. Tables already cached or loading
    * are skipped. Failures reject only the returned promise.

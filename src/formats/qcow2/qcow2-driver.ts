@@ -244,6 +244,7 @@ export class Qcow2Driver implements BlockDriver {
     }
     const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes, this.runMemo);
     if ('needL2' in m) {
+      if (this.loadL2Sync(m.needL2)) return this.blockStatus(offset, bytes, mode);
       // Status walks go forward: read the next tables along with this one.
       this.prefetchL2(offset, STATUS_READ_AHEAD);
       return this.loadL2(m.needL2).then(() => this.blockStatus(offset, bytes, mode));
@@ -362,6 +363,21 @@ export class Qcow2Driver implements BlockDriver {
 
   /** Loads (and caches) the L2 table at `l2Offset`. */
   async loadL2(l2Offset: number): Promise<void> {
+    this.refuseL2BeyondEof(l2Offset);
+    await this.l2Cache.load(l2Offset);
+  }
+
+  /**
+   * Loads (and caches) the L2 table at `l2Offset` with a synchronous read when the file
+   * allows it (a walk waits for the table anyway; this skips the thread-pool round trip).
+   * Returns false, doing nothing, when it cannot: then use {@link loadL2}.
+   */
+  loadL2Sync(l2Offset: number): boolean {
+    this.refuseL2BeyondEof(l2Offset);
+    return this.l2Cache.loadSync(l2Offset) !== undefined;
+  }
+
+  private refuseL2BeyondEof(l2Offset: number): void {
     if (l2Offset + this.clusterSize > this.file.size) {
       throw new CorruptImageError(
         'QCOW2_L2_BEYOND_EOF',
@@ -369,7 +385,6 @@ export class Qcow2Driver implements BlockDriver {
         { file: this.file.path, field: 'L1 entry', value: l2Offset, limit: this.file.size },
       );
     }
-    await this.l2Cache.load(l2Offset);
   }
 
   /**
