@@ -7,6 +7,7 @@
  * per host extent, not one per guest extent. Images are opened read-only and assumed not to
  * change while open.
  */
+import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { IoError, ShortReadError, UnsupportedImageError } from '../errors.js';
 import { findAllocation } from './holes.js';
@@ -96,23 +97,45 @@ export class NodeFile implements RandomAccessFile {
       try {
         ({ bytesRead: n } = await this.handle.read(buffer, bufferOffset + done, length - done, position + done));
       } catch (e) {
-        throw new IoError('IO_READ', `read of ${length} bytes at ${position} in '${this.path}' failed: ${errnoText(e)}`, {
-          file: this.path,
-          offset: position,
-          cause: e,
-        });
+        throw this.readFailed(length, position, e);
       }
-      this.counters.reads++;
-      this.counters.bytesRead += n;
-      if (n === 0) {
-        throw new ShortReadError(
-          'IO_SHORT_READ',
-          `short read in '${this.path}': wanted ${length} bytes at offset ${position}, the file ends at ${position + done}`,
-          { file: this.path, offset: position, value: done, limit: length },
-        );
-      }
-      done += n;
+      done = this.advance(n, done, length, position);
     }
+  }
+
+  readSync(buffer: Uint8Array, position: number, length = buffer.length, bufferOffset = 0): void {
+    let done = 0;
+    while (done < length) {
+      let n: number;
+      try {
+        n = readSync(this.handle.fd, buffer, bufferOffset + done, length - done, position + done);
+      } catch (e) {
+        throw this.readFailed(length, position, e);
+      }
+      done = this.advance(n, done, length, position);
+    }
+  }
+
+  /** Counts a read that returned `n` bytes; throws on end of file; returns the new total. */
+  private advance(n: number, done: number, length: number, position: number): number {
+    this.counters.reads++;
+    this.counters.bytesRead += n;
+    if (n === 0) {
+      throw new ShortReadError(
+        'IO_SHORT_READ',
+        `short read in '${this.path}': wanted ${length} bytes at offset ${position}, the file ends at ${position + done}`,
+        { file: this.path, offset: position, value: done, limit: length },
+      );
+    }
+    return done + n;
+  }
+
+  private readFailed(length: number, position: number, e: unknown): IoError {
+    return new IoError('IO_READ', `read of ${length} bytes at ${position} in '${this.path}' failed: ${errnoText(e)}`, {
+      file: this.path,
+      offset: position,
+      cause: e,
+    });
   }
 
   probeAllocation(offset: number): AllocationProbe {

@@ -54,6 +54,12 @@ export interface RandomAccessFile {
    */
   read(buffer: Uint8Array, position: number, length?: number, bufferOffset?: number): Promise<void>;
   /**
+   * The same read, made synchronously (same errors, thrown); absent for stores that cannot.
+   * For small metadata reads a walk would wait for anyway (one L2 table, as QEMU's coroutine
+   * waits): it saves the thread-pool round trip, but blocks the thread while the read runs.
+   */
+  readSync?(buffer: Uint8Array, position: number, length?: number, bufferOffset?: number): void;
+  /**
    * Probes allocation at `offset` with SEEK_DATA/SEEK_HOLE (QEMU `find_allocation`).
    * Returns `unknown` when holes cannot be probed here; never throws for that reason.
    */

@@ -58,8 +58,10 @@ export async function walkFlatMap(
   while (pos < end) {
     const need = d.lookupInto(pos, Math.min(PROBE_BYTES, end - pos), m);
     if (need !== 0) {
-      d.prefetchL2(pos, L2_READ_AHEAD);
-      await d.loadL2(need);
+      if (!d.loadL2Sync(need)) {
+        d.prefetchL2(pos, L2_READ_AHEAD);
+        await d.loadL2(need);
+      }
       continue;
     }
     counters.driverCalls++;

@@ -184,6 +184,40 @@ describe('NodeFile.read', () => {
   });
 });
 
+describe('NodeFile.readSync', () => {
+  it('reads and counts as read does', async () => {
+    const f = await NodeFile.open(small, { lseek: null });
+    try {
+      const buf = new Uint8Array(16).fill(0xee);
+      f.readSync(buf, 300, 8, 4);
+      expect([...buf.subarray(4, 12)]).toEqual([300, 301, 302, 303, 304, 305, 306, 307].map((v) => v & 0xff));
+      expect(buf[3]).toBe(0xee);
+      expect(buf[12]).toBe(0xee);
+      f.readSync(new Uint8Array(0), 0);
+      expect(f.counters).toEqual({ reads: 1, bytesRead: 8, holeProbes: 0 });
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('fails with the same errors as read: short reads, and reads on a closed file', async () => {
+    const f = await NodeFile.open(small, { lseek: null });
+    let sync: unknown;
+    try {
+      f.readSync(new Uint8Array(64), 990);
+    } catch (e) {
+      sync = e;
+    }
+    const async = await f.read(new Uint8Array(64), 990).catch((e: unknown) => e);
+    expect(sync).toBeInstanceOf(ShortReadError);
+    expect((sync as ShortReadError).message).toBe((async as ShortReadError).message);
+    expect((sync as ShortReadError).details).toEqual((async as ShortReadError).details);
+    await f.close();
+    expect(() => f.readSync(new Uint8Array(4), 0)).toThrow(IoError);
+    expect(() => f.readSync(new Uint8Array(4), 0)).toThrow(/read of 4 bytes at 0 in .* failed/);
+  });
+});
+
 describe('NodeFile.probeAllocation with a scripted binding', () => {
   it('passes the real fd and counts every lseek call as a hole probe', async () => {
     const { fn, calls } = scriptedLseek(SPARSE_SIZE, [[DATA_AT, DATA_AT + 4096]]);

@@ -9,7 +9,8 @@
  * the L1/L2 index and offsets, as QEMU's `qcow2_signal_corruption` messages do.
  */
 import { CorruptImageError, UnsupportedImageError, hex } from '../../errors.js';
-import type { L2Words } from './l2-cache.js';
+import type { L2Table, L2Words } from './l2-cache.js';
+import { runEnd } from './l2-runs.js';
 import {
   ClusterType,
   SubclusterType,
@@ -98,7 +99,7 @@ export type L1Words = Uint32Array;
 export function getHostOffset(
   g: MappingGeometry,
   l1: L1Words,
-  l2Lookup: (l2Offset: number) => L2Words | undefined,
+  l2Lookup: (l2Offset: number) => L2Table | undefined,
   offset: number,
   requested: number,
   memo?: RunMemo,
@@ -115,7 +116,7 @@ export function getHostOffset(
 export function lookupHostOffset(
   g: MappingGeometry,
   l1: L1Words,
-  l2Lookup: (l2Offset: number) => L2Words | undefined,
+  l2Lookup: (l2Offset: number) => L2Table | undefined,
   offset: number,
   requested: number,
   memo: RunMemo | undefined,
@@ -157,8 +158,9 @@ export function lookupHostOffset(
       return fill(out, t, Math.min(need, runBytes) - oic, hasHost ? memo.host0 + (clusterIndex - memo.first) * cs + oic : 0, 0, 0);
     }
   }
-  const l2 = l2Lookup(l2Offset);
-  if (l2 === undefined) return l2Offset;
+  const table = l2Lookup(l2Offset);
+  if (table === undefined) return l2Offset;
+  const l2 = table.words;
 
   const wpe = g.extendedL2 ? 4 : 2;
   const scIndex = Math.floor(oic / g.subclusterSize);
@@ -217,9 +219,10 @@ export function lookupHostOffset(
   }
 
   const nbClusters = Math.ceil(need / cs);
-  const sc = g.extendedL2
-    ? countContiguousSubclusters(g, l2, nbClusters, scIndex, l2Index, l2Offset)
-    : countContiguousClusters(g, l2, nbClusters, l2Index, type, hostOffset - oic);
+  let sc: number;
+  if (g.extendedL2) sc = countContiguousSubclusters(g, l2, nbClusters, scIndex, l2Index, l2Offset);
+  else if (table.runs !== null) sc = Math.min(runEnd(table.runs, l2Index) - l2Index, nbClusters);
+  else sc = countContiguousClusters(g, l2, nbClusters, l2Index, type, hostOffset - oic);
   if (memo !== undefined && !g.extendedL2 && type !== SubclusterType.Compressed) {
     memo.l2Offset = l2Offset;
     memo.first = clusterIndex;
@@ -250,9 +253,10 @@ function fill(out: HostMappingOut, type: SubclusterType, bytes: number, hostOffs
 /**
  * `count_contiguous_subclusters` for standard L2 tables (one subcluster per cluster): how
  * many clusters from `l2Index` share the first one's `type` (already classified) and, for
- * offset-bearing types, continue its host clusters. A tight loop over the table's words.
+ * offset-bearing types, continue its host clusters. A tight loop over the table's words;
+ * lookups in tables with a run list (l2-runs.ts, all tables the cache holds) need none.
  */
-function countContiguousClusters(
+export function countContiguousClusters(
   g: MappingGeometry,
   l2: L2Words,
   nbClusters: number,

@@ -2,26 +2,42 @@
  * A byte-budgeted LRU cache of decoded L2 tables, keyed by host offset.
  *
  * A table is read with one positioned read and decoded in bulk (`swap32` of the whole
- * cluster, then a `Uint32Array` view), so each entry is two native words. Concurrent misses
- * on one table share a single read.
+ * cluster, then a `Uint32Array` view), so each entry is two native words; then prepared
+ * once (its run list found and the table checked, see the driver) before it is cached.
+ * Concurrent misses on one table share a single read.
  */
 import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { runsBytes, type L2Runs } from './l2-runs.js';
 
 /** One decoded L2 table: big-endian words swapped to native order. */
 export type L2Words = Uint32Array;
+
+/** A cached L2 table: its words, and its runs (standard L2 tables; null for extended L2). */
+export interface L2Table {
+  readonly words: L2Words;
+  readonly runs: L2Runs | null;
+}
+
+/**
+ * Prepares a freshly read table before it is cached: returns its run list (or null), or
+ * throws to refuse the table (l2-table-check.ts); a refused table is not cached.
+ */
+export type L2Prepare = (offset: number, words: L2Words) => L2Runs | null;
 
 /** Default budget: QEMU's default L2 cache size on Linux (32 MiB). */
 export const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** LRU of L2 tables. `budgetBytes` is kept but at least two tables always fit (QEMU's minimum). */
 export class L2Cache {
-  private readonly tables = new Map<number, L2Words>();
-  private readonly loading = new Map<number, Promise<L2Words>>();
+  private readonly tables = new Map<number, L2Table>();
+  private readonly loading = new Map<number, Promise<L2Table>>();
   /** Tables the cache holds at most. */
   readonly capacity: number;
   /** The most recently used table: repeated lookups in one table skip the LRU update. */
   private lastOffset = -1;
-  private lastTable: L2Words | undefined;
+  private lastTable: L2Table | undefined;
+  /** Bytes the cached tables and their run lists hold. */
+  private heldBytes = 0;
   /** Tables read from the file so far. */
   loads = 0;
   /** Evicted tables, reused for the next reads. */
@@ -30,21 +46,23 @@ export class L2Cache {
   private readonly batches: Buffer[] = [];
   /** Bytes read at most in one batch (about 1 MiB, at least one table). */
   private readonly batchBytes: number;
+  /** Bytes the cache may hold (tables and run lists; at least two tables). */
+  private readonly budgetBytes: number;
 
   constructor(
     private readonly file: RandomAccessFile,
     private readonly tableBytes: number,
     budgetBytes: number = DEFAULT_L2_CACHE_BYTES,
-    /** Checks a table before it is cached (l2-table-check.ts); a table it refuses is not cached. */
-    private readonly validate: ((offset: number, words: L2Words) => void) | null = null,
+    private readonly prepare: L2Prepare = () => null,
   ) {
     this.capacity = Math.max(2, Math.floor(budgetBytes / tableBytes));
+    this.budgetBytes = this.capacity * tableBytes;
     this.batchBytes = Math.max(tableBytes, Math.floor((1024 * 1024) / tableBytes) * tableBytes);
     // (With tables of 1 MiB or more a batch is one table, read without a batch buffer.)
   }
 
   /** The table at `offset` if cached (refreshes its LRU position), else undefined. */
-  peek(offset: number): L2Words | undefined {
+  peek(offset: number): L2Table | undefined {
     if (offset === this.lastOffset) return this.lastTable;
     const t = this.tables.get(offset);
     if (t !== undefined) {
@@ -59,7 +77,7 @@ export class L2Cache {
   }
 
   /** Loads the table at `offset` (one read), caching it. */
-  load(offset: number): Promise<L2Words> {
+  load(offset: number): Promise<L2Table> {
     const cached = this.peek(offset);
     if (cached !== undefined) return Promise.resolve(cached);
     let p = this.loading.get(offset);
@@ -68,6 +86,30 @@ export class L2Cache {
       this.loading.set(offset, p);
     }
     return p;
+  }
+
+  /**
+   * Loads the table at `offset` now, with one synchronous read, when the file can read
+   * synchronously and no read of it is under way; returns undefined otherwise (then use
+   * {@link load}). Errors are thrown, and the table is not cached, as with `load`.
+   */
+  loadSync(offset: number): L2Table | undefined {
+    const cached = this.peek(offset);
+    if (cached !== undefined) return cached;
+    if (this.file.readSync === undefined || this.loading.has(offset)) return undefined;
+    const words = this.spare.pop() ?? new Uint32Array(this.tableBytes / 4);
+    const bytes = Buffer.from(words.buffer, words.byteOffset, this.tableBytes);
+    let runs: L2Runs | null;
+    try {
+      this.file.readSync(bytes, offset, this.tableBytes);
+      bytes.swap32();
+      runs = this.prepare(offset, words);
+    } catch (e) {
+      this.recycle(words);
+      throw e;
+    }
+    this.loads++;
+    return this.insert(offset, { words, runs });
   }
 
   /**
@@ -86,7 +128,7 @@ export class L2Cache {
       const run = todo.slice(i, j);
       const batch = this.readRun(run);
       run.forEach((o, k) => {
-        const p = batch.then((tables) => tables[k] as L2Words).finally(() => this.loading.delete(o));
+        const p = batch.then((tables) => tables[k] as L2Table).finally(() => this.loading.delete(o));
         p.catch(() => undefined);
         this.loading.set(o, p);
       });
@@ -96,8 +138,8 @@ export class L2Cache {
     return Promise.all(reads).then(() => undefined);
   }
 
-  private async read(offset: number): Promise<L2Words> {
-    return (await this.readRun([offset]))[0] as L2Words;
+  private async read(offset: number): Promise<L2Table> {
+    return (await this.readRun([offset]))[0] as L2Table;
   }
 
   /**
@@ -105,24 +147,24 @@ export class L2Cache {
    * then copies each into a table buffer of its own (recycled from evicted tables), so the
    * memory held is the cache's budget, not whole batches kept alive by one cached table.
    */
-  private async readRun(run: readonly number[]): Promise<L2Words[]> {
+  private async readRun(run: readonly number[]): Promise<L2Table[]> {
     const first = run[0] as number;
     const per = this.tableBytes / 4;
     if (run.length === 1) {
       // One table: read straight into its own buffer.
       const words = this.spare.pop() ?? new Uint32Array(per);
       const bytes = Buffer.from(words.buffer, words.byteOffset, this.tableBytes);
+      let runs: L2Runs | null;
       try {
         await this.file.read(bytes, first, this.tableBytes);
         bytes.swap32();
-        this.validate?.(first, words);
+        runs = this.prepare(first, words);
       } catch (e) {
         this.recycle(words);
         throw e;
       }
       this.loads++;
-      this.insert(first, words);
-      return [words];
+      return [this.insert(first, { words, runs })];
     }
     const bytes = this.tableBytes * run.length;
     const full = this.batches.pop() ?? Buffer.allocUnsafeSlow(this.batchBytes);
@@ -131,19 +173,19 @@ export class L2Cache {
       await this.file.read(buf, first, bytes);
       buf.swap32();
       const all = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
-      const out: L2Words[] = [];
+      const out: L2Table[] = [];
       for (let k = 0; k < run.length; k++) {
         const words = this.spare.pop() ?? new Uint32Array(per);
         words.set(all.subarray(k * per, (k + 1) * per));
+        let runs: L2Runs | null;
         try {
-          this.validate?.(first + k * this.tableBytes, words);
+          runs = this.prepare(first + k * this.tableBytes, words);
         } catch (e) {
           this.recycle(words);
           throw e;
         }
         this.loads++;
-        this.insert(first + k * this.tableBytes, words);
-        out.push(words);
+        out.push(this.insert(first + k * this.tableBytes, { words, runs }));
       }
       return out;
     } finally {
@@ -156,20 +198,28 @@ export class L2Cache {
     if (this.spare.length < Math.min(8, Math.floor((1024 * 1024) / this.tableBytes))) this.spare.push(words);
   }
 
-  private insert(offset: number, words: L2Words): void {
-    this.tables.set(offset, words);
-    if (this.tables.size > this.capacity) {
+  private bytesOf(table: L2Table): number {
+    return this.tableBytes + (table.runs === null ? 0 : runsBytes(table.runs));
+  }
+
+  private insert(offset: number, table: L2Table): L2Table {
+    const before = this.tables.get(offset);
+    if (before !== undefined) this.heldBytes -= this.bytesOf(before);
+    this.tables.set(offset, table);
+    this.heldBytes += this.bytesOf(table);
+    while (this.tables.size > this.capacity || (this.heldBytes > this.budgetBytes && this.tables.size > 2)) {
       const oldest = this.tables.entries().next();
-      if (oldest.done !== true) {
-        const [evicted, table] = oldest.value;
-        this.tables.delete(evicted);
-        if (evicted === this.lastOffset) {
-          this.lastOffset = -1;
-          this.lastTable = undefined;
-        }
-        // Lookups use tables synchronously and never keep one across an await: reusable.
-        this.recycle(table);
+      if (oldest.done === true) break;
+      const [evicted, old] = oldest.value;
+      this.tables.delete(evicted);
+      this.heldBytes -= this.bytesOf(old);
+      if (evicted === this.lastOffset) {
+        this.lastOffset = -1;
+        this.lastTable = undefined;
       }
+      // Lookups use tables synchronously and never keep one across an await: reusable.
+      this.recycle(old.words);
     }
+    return table;
   }
 }

@@ -19,9 +19,15 @@
  * zero clusters in v2 images, compressed clusters with a data file, bad subcluster
  * bitmaps) are left to the lookup (host-offset.ts), which reports them in QEMU's words.
  * A table that fails here is not cached: every lookup in it fails the same way.
+ *
+ * Given the table's run list (l2-runs.ts), the entry checks are made per run: a run of
+ * contiguous host clusters is one range to test. Only when that finds something (or the
+ * table has compressed entries or reserved bits) are the entries checked one by one, which
+ * names the first bad entry exactly as before.
  */
 import { CorruptImageError, hex } from '../../errors.js';
 import { MetadataRanges, overlapError } from './metadata-ranges.js';
+import type { L2Runs } from './l2-runs.js';
 import {
   WORD_L1_RESERVED_HI as L1_RESERVED_HI,
   WORD_L1_RESERVED_LO as L1_RESERVED_LO,
@@ -137,11 +143,50 @@ export class L2TableChecker {
     return new L2TableChecker(this.ctx, this.ranges, scanL1(this.ctx.file, l1, 0));
   }
 
-  /** Refuses the L2 table at `l2Offset` (words in native order) if anything above is wrong. */
-  check(l2Offset: number, words: Uint32Array): void {
+  /**
+   * Refuses the L2 table at `l2Offset` (words in native order) if anything above is wrong.
+   * `runs`, the table's run list (standard L2 only), lets clean tables be checked per run.
+   */
+  check(l2Offset: number, words: Uint32Array, runs: L2Runs | null = null): void {
+    this.ranges.check(`L2 table`, l2Offset, l2Offset + this.ctx.clusterSize, 'L1 entry');
+    if (runs !== null && this.wordsPerEntry === 2 && this.runsClean(words, runs)) return;
+    this.checkEntries(l2Offset, words);
+  }
+
+  /**
+   * True when every entry of a standard table passes: no compressed entries, no reserved
+   * bits, and each run of host clusters lies below the end of the file and clear of
+   * metadata and active L2 tables. False means "check the entries one by one".
+   */
+  private runsClean(words: Uint32Array, runs: L2Runs): boolean {
+    if (runs.compressed !== 0 || (runs.orHi & L2_RESERVED_HI) !== 0 || (runs.orLo & L2_RESERVED_LO) !== 0) return false;
+    const { ctx, ranges } = this;
+    if (ctx.hasDataFile) return true;
+    const cs = ctx.clusterSize;
+    const ends = runs.ends;
+    let start = 0;
+    for (let r = 0; r < ends.length; r++) {
+      const end = ends[r] as number;
+      const hi = words[2 * start] as number;
+      const lo = words[2 * start + 1] as number;
+      const first = start;
+      start = end;
+      // No offset: unallocated or zero runs. Offsets of 2^53 or more and unaligned ones
+      // (the same for a whole run) are left to the lookup, as entry by entry.
+      if (((hi & HI_OFFSET) === 0 && (lo & LO_OFFSET) === 0) || (hi & HI_UNSAFE) !== 0 || (lo & 0xfffffe00 & (cs - 1)) !== 0) continue;
+      const host = (hi & HI_OFFSET) * 0x100000000 + ((lo & LO_OFFSET) >>> 0);
+      const hostEnd = host + (end - first) * cs;
+      if (hostEnd - cs >= ctx.fileSize) return false;
+      if (host < ranges.maxEnd && ranges.find(host, hostEnd) !== null) return false;
+      if (this.l2TableOverlapping(host, hostEnd) >= 0) return false;
+    }
+    return true;
+  }
+
+  /** The checks entry by entry: throws for the first entry that fails one. */
+  private checkEntries(l2Offset: number, words: Uint32Array): void {
     const { ctx, ranges } = this;
     const cs = ctx.clusterSize;
-    ranges.check(`L2 table`, l2Offset, l2Offset + cs, 'L1 entry');
     const wpe = this.wordsPerEntry;
     const n = words.length;
     const checkHosts = !ctx.hasDataFile;

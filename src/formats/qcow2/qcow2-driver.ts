@@ -43,7 +43,8 @@ import {
   type L1Words,
   type MappingGeometry,
 } from './host-offset.js';
-import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
+import { DEFAULT_L2_CACHE_BYTES, L2Cache, type L2Table } from './l2-cache.js';
+import { buildL2Runs } from './l2-runs.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
 import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
@@ -130,7 +131,12 @@ export class Qcow2Driver implements BlockDriver {
       options.budget.reserve(l2Bytes, 'L2 cache', file.path);
     }
     const checker = checks.l2Checker;
-    this.l2Cache = new L2Cache(file, this.clusterSize, l2Bytes, checker === null ? null : (o, w) => checker.check(o, w));
+    const cs = this.clusterSize;
+    this.l2Cache = new L2Cache(file, cs, l2Bytes, (o, w) => {
+      const runs = extendedL2 ? null : buildL2Runs(w, cs, hasDataFile);
+      checker?.check(o, w, runs);
+      return runs;
+    });
     this.decompressedMax = decompressedCacheEntries(this.clusterSize);
     this.compressed = new CompressedReader(file, this.clusterSize, header.compressionType);
     this.refcounts = new RefcountReader(
@@ -238,6 +244,7 @@ export class Qcow2Driver implements BlockDriver {
     }
     const m = getHostOffset(this.geometry, this.l1, (o) => this.l2Cache.peek(o), offset, bytes, this.runMemo);
     if ('needL2' in m) {
+      if (this.loadL2Sync(m.needL2)) return this.blockStatus(offset, bytes, mode);
       // Status walks go forward: read the next tables along with this one.
       this.prefetchL2(offset, STATUS_READ_AHEAD);
       return this.loadL2(m.needL2).then(() => this.blockStatus(offset, bytes, mode));
@@ -347,7 +354,7 @@ export class Qcow2Driver implements BlockDriver {
   }
 
   /** Cached L2 table lookup, bound once (no closure per lookup). */
-  private readonly peekL2 = (o: number): Uint32Array | undefined => this.l2Cache.peek(o);
+  private readonly peekL2 = (o: number): L2Table | undefined => this.l2Cache.peek(o);
 
   /** Whether mapping queries ask the host file about holes (QEMU's metadata-preallocation heuristic); runs the detection once. */
   mappingRecurses(): Promise<boolean> {
@@ -363,6 +370,21 @@ export class Qcow2Driver implements BlockDriver {
 
   /** Loads (and caches) the L2 table at `l2Offset`. */
   async loadL2(l2Offset: number): Promise<void> {
+    this.refuseL2BeyondEof(l2Offset);
+    await this.l2Cache.load(l2Offset);
+  }
+
+  /**
+   * Loads (and caches) the L2 table at `l2Offset` with a synchronous read when the file
+   * allows it (a walk waits for the table anyway; this skips the thread-pool round trip).
+   * Returns false, doing nothing, when it cannot: then use {@link loadL2}.
+   */
+  loadL2Sync(l2Offset: number): boolean {
+    this.refuseL2BeyondEof(l2Offset);
+    return this.l2Cache.loadSync(l2Offset) !== undefined;
+  }
+
+  private refuseL2BeyondEof(l2Offset: number): void {
     if (l2Offset + this.clusterSize > this.file.size) {
       throw new CorruptImageError(
         'QCOW2_L2_BEYOND_EOF',
@@ -370,7 +392,6 @@ export class Qcow2Driver implements BlockDriver {
         { file: this.file.path, field: 'L1 entry', value: l2Offset, limit: this.file.size },
       );
     }
-    await this.l2Cache.load(l2Offset);
   }
 
   /**

@@ -9,6 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { CorruptImageError, UnsupportedImageError } from '../../../src/errors.js';
 import { emptyRunMemo, getHostOffset, type HostMapping, type MappingGeometry, type RunMemo } from '../../../src/formats/qcow2/host-offset.js';
 import { SubclusterType } from '../../../src/formats/qcow2/l2-entry.js';
+import type { L2Table } from '../../../src/formats/qcow2/l2-cache.js';
+import { buildL2Runs } from '../../../src/formats/qcow2/l2-runs.js';
 
 const COPIED = 1n << 63n;
 const COMPRESSED = 1n << 62n;
@@ -49,14 +51,38 @@ const bitmap = (alloc: number, zero: number): bigint => (BigInt(zero >>> 0) << 3
 
 const L2_AT = 0x400000;
 
-/** Looks up with one L2 table at L2_AT (L1 entry 0); counts lookups. */
+/** A cached table as the driver keeps it: words, and the run list for standard L2. */
+function tableOf(g: MappingGeometry, l2: Uint32Array): L2Table {
+  return { words: l2, runs: g.extendedL2 ? null : buildL2Runs(l2, g.clusterSize, g.hasDataFile) };
+}
+
+/** The outcome of `fn`: its value, or the code and message it threw. */
+function outcome<T>(fn: () => T): T | { threw: string } {
+  try {
+    return fn();
+  } catch (e) {
+    return { threw: `${(e as CorruptImageError).code}: ${(e as Error).message}` };
+  }
+}
+
+/**
+ * Looks up with one L2 table at L2_AT (L1 entry 0); counts lookups. Standard tables are
+ * looked up with their run list, and must answer exactly as the scan without one.
+ */
 function lookup(g: MappingGeometry, l2: Uint32Array, offset: number, bytes: number, l1 = words([COPIED | BigInt(L2_AT)])) {
   let lookups = 0;
-  const r = getHostOffset(g, l1, (o) => {
+  const table = tableOf(g, l2);
+  const r = () => getHostOffset(g, l1, (o) => {
     lookups++;
-    return o === L2_AT ? l2 : undefined;
+    return o === L2_AT ? table : undefined;
   }, offset, bytes);
-  return { r: r as HostMapping, lookups, raw: r };
+  if (!g.extendedL2) {
+    const scanned = outcome(() => getHostOffset(g, l1, (o) => (o === L2_AT ? { words: l2, runs: null } : undefined), offset, bytes));
+    expect(outcome(r)).toEqual(scanned);
+  }
+  lookups = 0;
+  const got = r();
+  return { r: got as HostMapping, lookups, raw: got };
 }
 
 const expectThrow = (fn: () => unknown, cls: typeof CorruptImageError | typeof UnsupportedImageError, code: string) => {
@@ -346,7 +372,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
   const cs = 512;
   // A table of short runs: data x3 (contiguous), zero-plain x2, unallocated x2, zero-alloc x2
   // (contiguous), compressed, data x2 (contiguous), then unallocated to the end.
-  const table = words(
+  const table = tableOf(g9, words(
     [
       COPIED | 0x10000n, COPIED | 0x10200n, COPIED | 0x10400n,
       1n, 1n,
@@ -356,7 +382,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
       COPIED | 0x30000n, COPIED | 0x30200n,
     ],
     64,
-  );
+  ));
 
   /** Walks [start, end) from each answer's end, with or without a memo; counts table lookups. */
   function walk(memo: RunMemo | undefined, start: number, end: number, step = (n: number) => n) {
@@ -446,7 +472,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
     const g14 = geometry(14, { extendedL2: true });
     const memo = emptyRunMemo();
     const l2 = extWords([[COPIED | 0x50000n, bitmap(0xffffffff, 0)]], 1024);
-    getHostOffset(g14, words([COPIED | BigInt(L2_AT)]), () => l2, 0, 1 << 20, memo);
+    getHostOffset(g14, words([COPIED | BigInt(L2_AT)]), () => tableOf(g14, l2), 0, 1 << 20, memo);
     expect(memo.l2Offset).toBe(-1);
   });
 });
