@@ -88,6 +88,25 @@ export class AsciiBuffer {
     }
   }
 
+  /**
+   * Direct writing for hot printers: makes room for `n` bytes (at most 128 KiB) and returns
+   * the position to write at in {@link target}; {@link commit} then records the new end.
+   */
+  reserve(n: number): number {
+    if (this.pos + n > this.buf.length) this.spill();
+    return this.pos;
+  }
+
+  /** The buffer {@link reserve} made room in (it changes when a reserve hands bytes out). */
+  get target(): Buffer {
+    return this.buf;
+  }
+
+  /** Ends a direct write: `pos` is the end of the bytes written since {@link reserve}. */
+  commit(pos: number): void {
+    this.pos = pos;
+  }
+
   /** Whether enough bytes are pending to be worth flushing. */
   get wantsFlush(): boolean {
     return this.pos > this.buf.length >> 1;
