@@ -6,7 +6,9 @@
  * layer's rules inline on plain numbers (ALLOCATED; ZERO for unallocated ranges of the
  * bottom layer and past the end of a shorter backing file; the RECURSE probe of the host
  * file when a layer is metadata-preallocated), merges with `entry_mergeable`'s rules, and
- * writes the merged entries into a {@link MapBatch}. The human form merges differently and
+ * writes the merged entries into a {@link MapBatch}. Plain unallocated and zero entries
+ * are read through the driver's `plainRun` shortcut; their runs may end sooner than the full
+ * lookup's, which changes no merged entry (entries are merged per byte). The human form merges differently and
  * uses the general walk; tests hold this walk to `mapEntries` and the differential suite
  * to qemu-img.
  */
@@ -78,18 +80,27 @@ export async function walkFlatMap(
         // bdrv_co_block_status step 1 (never at or past the end here: see the short-backing rule).
         const len = lengths[depth] as number;
         if (n > len - pos) n = len - pos;
-        const need = d.lookupInto(pos, n, m);
-        if (need !== 0) {
-          d.prefetchL2(pos, L2_READ_AHEAD);
-          await d.loadL2(need);
-          continue;
+        let t: SubclusterType;
+        let bytes: number;
+        const plain = d.plainRun(pos, n);
+        if (plain !== 0) {
+          t = plain > 0 ? SubclusterType.UnallocatedPlain : SubclusterType.ZeroPlain;
+          bytes = plain > 0 ? plain : -plain;
+        } else {
+          const need = d.lookupInto(pos, n, m);
+          if (need !== 0) {
+            d.prefetchL2(pos, L2_READ_AHEAD);
+            await d.loadL2(need);
+            continue;
+          }
+          t = m.type;
+          bytes = m.bytes;
         }
         counters.driverCalls++;
-        const t = m.type;
         const hasOffset = t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc || t === SubclusterType.UnallocatedAlloc;
         let zero = t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc;
         const data = t === SubclusterType.Normal || t === SubclusterType.Compressed;
-        pnum = m.bytes < n ? m.bytes : n;
+        pnum = bytes < n ? bytes : n;
         const present = zero || data;
         if (!present) {
           // Step 7: unallocated reads as zero without a backing file, and (mapping mode)
@@ -102,7 +113,7 @@ export async function walkFlatMap(
             continue;
           }
         }
-        const map = m.hostOffset;
+        const map = hasOffset ? m.hostOffset : 0;
         if (recurse && data && hasOffset) {
           // Step 8: ask the host file whether the data is a hole.
           let f = oneLayerStatus((nodes[depth] as ChainNode).fileNode(d.offsetFile()), 'mapping', map, pnum, counters);

@@ -44,6 +44,7 @@ import {
   type MappingGeometry,
 } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
+import { plainRun } from './plain-run.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
 import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
@@ -337,6 +338,14 @@ export class Qcow2Driver implements BlockDriver {
    */
   lookupInto(offset: number, bytes: number, out: HostMappingOut): number {
     return lookupHostOffset(this.geometry, this.l1, this.peekL2, offset, bytes, this.runMemo, out);
+  }
+
+  /**
+   * The unallocated (> 0) or zero (< 0) plain run at `offset` in bytes, when the entry there
+   * is one and its L2 table is cached; else 0 (use {@link lookupInto}). See plain-run.ts.
+   */
+  plainRun(offset: number, bytes: number): number {
+    return plainRun(this.geometry, this.l1, this.peekL2, offset, bytes);
   }
 
   /** Cached L2 table lookup, bound once (no closure per lookup). */
