@@ -112,10 +112,17 @@ export class AsciiBuffer {
     return this.pos > this.buf.length >> 1;
   }
 
-  /** Writes the pending bytes; waits for 'drain' when the stream asks. */
+  /**
+   * Writes the pending bytes; waits for 'drain' when the stream asks. Then, when no buffer
+   * is free, yields one event-loop turn: a stream that writes synchronously (stdout to a
+   * file) reports completion on the next tick, which a walk running on resolved promises
+   * would otherwise never reach — every chunk would then be a fresh buffer (26 MB of new
+   * pages for a 26 MB map, their page faults costing more than the copying).
+   */
   async flush(): Promise<void> {
     if (this.pos === 0) return;
     if (!this.handOff()) await new Promise<void>((resolve) => this.stream.once('drain', resolve));
+    if (this.pool.length === 0) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   /** Hands the pending bytes to the stream without waiting (the buffer filled mid-entry). */
