@@ -26,6 +26,9 @@ export type MapBatchSink = (batch: MapBatch) => Promise<void> | undefined;
 /** L2 tables read ahead of the walk. */
 const L2_READ_AHEAD = 32;
 
+/** Entries in the first batch handed out. */
+const FIRST_BATCH = 16;
+
 /** QEMU's probe size per call (as in `mapEntries`). */
 const PROBE_BYTES = 1024 * 1024 * 1024;
 
@@ -60,6 +63,9 @@ export async function walkFlatMap(
   const m = newHostMappingOut();
   const { start: bStart, length: bLength, offset: bOffset, depth: bDepth, attrs: bAttrs, capacity } = batch;
   let k = 0;
+  // The first batch is short: the printer starts at once, and the hand-over path has run
+  // before the optimising compiler sees this loop (a path it has not seen costs a deopt).
+  let limit = Math.min(capacity, FIRST_BATCH);
   let cStart = start;
   let cLen = 0;
   let cDepth = 0;
@@ -137,9 +143,10 @@ export async function walkFlatMap(
           bDepth[k] = cDepth;
           bAttrs[k] = cAttrs;
           bOffset[k] = cOff;
-          if (++k === capacity) {
+          if (++k === limit) {
             batch.count = k;
             k = 0;
+            limit = capacity;
             const p = sink(batch);
             if (p !== undefined) await p;
           }

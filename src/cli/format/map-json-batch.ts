@@ -149,18 +149,19 @@ export function writeMapBatchJson(out: AsciiBuffer, batch: MapBatch, first: bool
  * feedback as general numbers.
  */
 function seedFeedback(): void {
-  const batch = new MapBatch(4);
-  const big = [0, 123456789, 2 ** 40 + 12345, 2 ** 53 - 1];
-  for (let i = 0; i < 4; i++) {
-    batch.start[i] = big[3 - i] as number;
-    batch.length[i] = big[(i + 1) & 3] as number;
-    batch.offset[i] = i & 1 ? -1 : (big[i] as number);
-    batch.depth[i] = i === 3 ? TEMPLATE_DEPTHS + 1 : i;
-    batch.attrs[i] = i * 2 + 1;
+  // Every digit count from 1 to 16, each flag combination, with and without offsets.
+  const batch = new MapBatch(32);
+  for (let i = 0; i < 32; i++) {
+    const digits = (i % 16) + 1;
+    batch.start[i] = 10 ** (digits - 1) + i;
+    batch.length[i] = 10 ** digits - 1;
+    batch.offset[i] = i % 3 === 0 ? -1 : 10 ** (16 - (i % 16)) - 1;
+    batch.depth[i] = i === 31 ? TEMPLATE_DEPTHS + 1 : i % 4;
+    batch.attrs[i] = i % 8;
   }
-  batch.count = 4;
-  const scratch = new Uint8Array(MAX_ENTRY_BYTES * 4);
-  encodeEntries(scratch, 0, batch, 0, 4, true);
-  encodeEntries(scratch, 0, batch, 0, 4, false);
+  batch.count = 32;
+  const scratch = new Uint8Array(MAX_ENTRY_BYTES * 32);
+  encodeEntries(scratch, 0, batch, 0, 32, true);
+  encodeEntries(scratch, 0, batch, 0, 32, false);
 }
 seedFeedback();
