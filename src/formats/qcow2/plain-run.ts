@@ -13,6 +13,25 @@ import type { L1Words, MappingGeometry } from './host-offset.js';
 const INT_MAX = 0x7fffffff;
 
 /**
+ * The last plain run found: clusters `[first, end)` of the L2 table at `l2Offset` hold the
+ * entry with low word `lo` (0 or 1); `closed` says the run ended at a different entry, not
+ * at the caller's limit. Any suffix of a run is a run, so a walk that asks again from inside
+ * it (a layer above answered a shorter piece) needs no rescan — linear, not quadratic.
+ */
+export interface PlainRunMemo {
+  l2Offset: number;
+  first: number;
+  end: number;
+  lo: number;
+  closed: boolean;
+}
+
+/** A memo that matches nothing. */
+export function emptyPlainRunMemo(): PlainRunMemo {
+  return { l2Offset: -1, first: 0, end: 0, lo: 0, closed: false };
+}
+
+/**
  * The plain run at `offset`, looking at most `requested` bytes ahead and never past the L2
  * table: its length in bytes, positive for UNALLOCATED_PLAIN and negative for ZERO_PLAIN;
  * or 0 when the entry is of another kind or its table is not cached.
@@ -23,6 +42,7 @@ export function plainRun(
   l2Lookup: (l2Offset: number) => L2Words | undefined,
   offset: number,
   requested: number,
+  memo: PlainRunMemo,
 ): number {
   if (g.extendedL2) return 0;
   const cs = g.clusterSize;
@@ -35,19 +55,31 @@ export function plainRun(
   if (l1Hi === undefined || l1Lo === undefined || (l1Hi & 0x00e00000) !== 0) return 0;
   const l2Offset = (l1Hi & 0x00ffffff) * 0x100000000 + ((l1Lo & 0xfffffe00) >>> 0);
   if (l2Offset === 0 || l2Offset % cs !== 0) return 0;
-  const l2 = l2Lookup(l2Offset);
-  if (l2 === undefined) return 0;
   const l2Index = clusterIndex - l1Index * g.l2Entries;
-  const lo = l2[l2Index * 2 + 1];
-  if (l2[l2Index * 2] !== 0 || (lo !== 0 && (lo !== 1 || g.version < 3))) return 0;
   const oic = offset - clusterIndex * cs;
   let need = Math.min(INT_MAX, requested) + oic;
   const avail = (g.l2Entries - l2Index) * cs;
   if (need > avail) need = avail;
+  if (memo.l2Offset === l2Offset && clusterIndex >= memo.first && clusterIndex < memo.end) {
+    const runBytes = (memo.end - clusterIndex) * cs;
+    if (memo.closed || need <= runBytes) {
+      const run = Math.min(runBytes, need) - oic;
+      return memo.lo === 0 ? run : -run;
+    }
+  }
+  const l2 = l2Lookup(l2Offset);
+  if (l2 === undefined) return 0;
+  const lo = l2[l2Index * 2 + 1];
+  if (l2[l2Index * 2] !== 0 || (lo !== 0 && (lo !== 1 || g.version < 3))) return 0;
   // count_contiguous_subclusters: the same type while the entries are the same.
   const nbClusters = Math.ceil(need / cs);
   let i = 1;
   for (let at = (l2Index + 1) * 2; i < nbClusters && l2[at] === 0 && l2[at + 1] === lo; at += 2) i++;
+  memo.l2Offset = l2Offset;
+  memo.first = clusterIndex;
+  memo.end = clusterIndex + i;
+  memo.lo = lo;
+  memo.closed = i < nbClusters;
   const run = Math.min(i * cs, need) - oic;
   return lo === 0 ? run : -run;
 }

@@ -44,7 +44,7 @@ import {
   type MappingGeometry,
 } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache } from './l2-cache.js';
-import { plainRun } from './plain-run.js';
+import { emptyPlainRunMemo, plainRun } from './plain-run.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
 import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
@@ -84,6 +84,7 @@ export class Qcow2Driver implements BlockDriver {
   private readonly refcounts: RefcountReader;
   private dataFile: RandomAccessFile | null = null;
   private readonly runMemo = emptyRunMemo();
+  private readonly plainMemo = emptyPlainRunMemo();
   /** Recently decompressed clusters by payload host offset (a few, bounded). */
   private readonly decompressed = new Map<number, Promise<Uint8Array>>();
   private metadataPreallocation: Promise<boolean> | boolean | undefined;
@@ -345,7 +346,7 @@ export class Qcow2Driver implements BlockDriver {
    * is one and its L2 table is cached; else 0 (use {@link lookupInto}). See plain-run.ts.
    */
   plainRun(offset: number, bytes: number): number {
-    return plainRun(this.geometry, this.l1, this.peekL2, offset, bytes);
+    return plainRun(this.geometry, this.l1, this.peekL2, offset, bytes, this.plainMemo);
   }
 
   /** Cached L2 table lookup, bound once (no closure per lookup). */

@@ -3,13 +3,17 @@
  * (`getHostOffset`): on random standard L2 tables mixing plain unallocated and zero entries
  * with every other kind (COPIED-only, data, preallocated zero, compressed), from random
  * offsets and lengths, the shortcut answers only plain entries, with the lookup's type, and
- * never a longer run; it declines v2 zero entries, extended L2, uncached tables, missing L2
+ * never a longer run, with or without the memo of the previous run; it declines v2 zero entries, extended L2, uncached tables, missing L2
  * tables and L1 entries the lookup refuses.
  */
 import { describe, expect, it } from 'vitest';
 import { getHostOffset, type HostMapping, type MappingGeometry } from '../../../src/formats/qcow2/host-offset.js';
 import { SubclusterType } from '../../../src/formats/qcow2/l2-entry.js';
-import { plainRun } from '../../../src/formats/qcow2/plain-run.js';
+import { emptyPlainRunMemo, plainRun as plainRunWith } from '../../../src/formats/qcow2/plain-run.js';
+
+/** Without a memo carried between calls. */
+const plainRun: (...a: [MappingGeometry, Uint32Array, (o: number) => Uint32Array | undefined, number, number]) => number = (...a) =>
+  plainRunWith(...a, emptyPlainRunMemo());
 
 const COPIED = 1n << 63n;
 const COMPRESSED = 1n << 62n;
@@ -62,10 +66,16 @@ describe('plainRun', () => {
         if (r(10) === 0) entries[entries.length - 1] = COMPRESSED | 0x2000000n;
       }
       const l2 = words(entries);
+      const memo = emptyPlainRunMemo();
+      let last = 0;
       for (let q = 0; q < 40; q++) {
-        const offset = r(g.l2Entries * cs);
+        // Half the queries start inside the previous answer, as a walk's next piece does.
+        const offset = q % 2 === 1 && last > 0 ? Math.min(g.l2Entries * cs - 1, last + r(8 * cs)) : r(g.l2Entries * cs);
         const bytes = 1 + r(64 * cs);
         const got = plainRun(g, l1, peek(l2), offset, bytes);
+        // A memo carried from query to query changes no answer.
+        expect(plainRunWith(g, l1, peek(l2), offset, bytes, memo)).toBe(got);
+        last = offset;
         const want = getHostOffset(g, l1, peek(l2), offset, bytes) as HostMapping;
         const e = entries[Math.floor(offset / cs)] ?? -1n;
         if (e === 0n || e === 1n) {
