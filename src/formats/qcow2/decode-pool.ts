@@ -12,9 +12,15 @@
  * by the caller: the pool is an accelerator, never a new way to fail.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import type { Worker } from 'node:worker_threads';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import type { DecodeReply, DecodeRequest } from './decode-protocol.js';
+
+/** `node:worker_threads`, loaded when the pool starts (3 ms of every start otherwise). */
+function workerThreads(): typeof import('node:worker_threads') {
+  return createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
+}
 
 /** Clusters decoded inline in a process before the pool starts. */
 const INLINE_BEFORE_POOL = 64;
@@ -51,7 +57,7 @@ class DecodePool {
 
   constructor(size: number) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(new URL('./decode-worker.js', import.meta.url));
+      const worker = new (workerThreads().Worker)(new URL('./decode-worker.js', import.meta.url));
       const slot: Slot = { worker, busy: 0, inFlight: new Map() };
       worker.on('message', (m: DecodeReply) => this.settle(slot, m.id, m));
       worker.on('error', () => this.fail());
