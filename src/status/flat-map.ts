@@ -6,7 +6,9 @@
  * layer's rules inline on plain numbers (ALLOCATED; ZERO for unallocated ranges of the
  * bottom layer and past the end of a shorter backing file; the RECURSE probe of the host
  * file when a layer is metadata-preallocated), merges with `entry_mergeable`'s rules, and
- * writes the merged entries into a {@link MapBatch}. Plain unallocated and zero entries
+ * writes the merged entries into a {@link MapBatch}. A layer asked again from inside its
+ * last unallocated run (a layer below answered a shorter piece) is answered from that run
+ * without a call. Plain unallocated and zero entries
  * are read through the driver's `plainRun` shortcut; their runs may end sooner than the full
  * lookup's, which changes no merged entry (entries are merged per byte). The human form merges differently and
  * uses the general walk; tests hold this walk to `mapEntries` and the differential suite
@@ -61,6 +63,9 @@ export async function walkFlatMap(
   /** Per layer: whether mapping answers probe the host file (known after the first query). */
   const recurses: Array<boolean | undefined> = nodes.map(() => undefined);
   const m = newHostMappingOut();
+  /** Per layer: the end and type of its last unallocated run that ended before the span asked. */
+  const runEnd = new Float64Array(nodes.length).fill(-1);
+  const runType = new Int32Array(nodes.length);
   const { start: bStart, length: bLength, offset: bOffset, depth: bDepth, attrs: bAttrs, capacity } = batch;
   let k = 0;
   // The first batch is short: the printer starts at once, and the hand-over path has run
@@ -88,21 +93,37 @@ export async function walkFlatMap(
         if (n > len - pos) n = len - pos;
         let t: SubclusterType;
         let bytes: number;
-        const plain = d.plainRun(pos, n);
-        if (plain !== 0) {
-          t = plain > 0 ? SubclusterType.UnallocatedPlain : SubclusterType.ZeroPlain;
-          bytes = plain > 0 ? plain : -plain;
+        let map = 0;
+        if (pos < (runEnd[depth] as number)) {
+          // Inside this layer's last unallocated run: the driver would answer its remainder.
+          t = runType[depth] as SubclusterType;
+          bytes = (runEnd[depth] as number) - pos;
         } else {
-          const need = d.lookupInto(pos, n, m);
-          if (need !== 0) {
-            d.prefetchL2(pos, L2_READ_AHEAD);
-            await d.loadL2(need);
-            continue;
+          const plain = d.plainRun(pos, n);
+          if (plain !== 0) {
+            t = plain > 0 ? SubclusterType.UnallocatedPlain : SubclusterType.ZeroPlain;
+            bytes = plain > 0 ? plain : -plain;
+          } else {
+            const need = d.lookupInto(pos, n, m);
+            if (need !== 0) {
+              d.prefetchL2(pos, L2_READ_AHEAD);
+              await d.loadL2(need);
+              continue;
+            }
+            t = m.type;
+            bytes = m.bytes;
+            map = m.hostOffset;
           }
-          t = m.type;
-          bytes = m.bytes;
+          counters.driverCalls++;
+          if (bytes < n && (t === SubclusterType.UnallocatedPlain || t === SubclusterType.UnallocatedAlloc)) {
+            // The run ended before the span asked (at another entry or the table's end): the
+            // driver asked again from inside it answers exactly its remainder, over entries
+            // it has already checked. Only unallocated runs are asked again (a layer below
+            // answered a shorter piece); every other answer ends its piece.
+            runEnd[depth] = pos + bytes;
+            runType[depth] = t;
+          }
         }
-        counters.driverCalls++;
         const hasOffset = t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc || t === SubclusterType.UnallocatedAlloc;
         let zero = t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc;
         const data = t === SubclusterType.Normal || t === SubclusterType.Compressed;
@@ -119,7 +140,6 @@ export async function walkFlatMap(
             continue;
           }
         }
-        const map = hasOffset ? m.hostOffset : 0;
         if (recurse && data && hasOffset) {
           // Step 8: ask the host file whether the data is a hole.
           let f = oneLayerStatus((nodes[depth] as ChainNode).fileNode(d.offsetFile()), 'mapping', map, pnum, counters);
