@@ -2,8 +2,8 @@
  * Prints a {@link MapBatch} as `qemu-img map --output=json` entries (the bytes of
  * `writeMapEntryJson`, entry by entry) in one loop straight into the output buffer: each
  * entry is three constant byte runs — the part from `depth` to the flags is one template
- * per depth and flag combination — and its decimal numbers, with no call that is not
- * inlined and no number boxed per entry.
+ * per depth and flag combination — and its decimal numbers, with no number boxed per
+ * entry; when length and template repeat an earlier entry's, those bytes are copied.
  */
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../status/map-batch.js';
 import type { AsciiBuffer } from '../ascii-buffer.js';
@@ -97,23 +97,49 @@ function putUint(b: Uint8Array, p: number, n: number): number {
 }
 
 /**
+ * Per template: the length of the last entry written with it in this call, and where its
+ * bytes from `, "length": ` to the end of the template lie in the buffer. Maps of uniform
+ * clusters repeat these bytes entry after entry; copying them is cheaper than writing them.
+ */
+const seenLength = new Float64Array(TAILS.length);
+const seenAt = new Int32Array(TAILS.length);
+const seenEnd = new Int32Array(TAILS.length);
+
+/**
  * Encodes entries `[from, to)` of `batch` into `b` at `p` (room for `MAX_ENTRY_BYTES` per
  * entry is the caller's business); returns the end. `first` says entry `from` opens the
  * list: no `,\n` before it.
  */
 function encodeEntries(b: Uint8Array, p: number, batch: MapBatch, from: number, to: number, first: boolean): number {
   const { start, length, offset, depth, attrs } = batch;
+  seenLength.fill(-1);
   for (let i = from; i < to; i++) {
     p = put(b, p, first && i === from ? START : SEP_START);
     p = putUint(b, p, start[i] as number);
-    p = put(b, p, LENGTH);
-    p = putUint(b, p, length[i] as number);
+    const len = length[i] as number;
     const d = depth[i] as number;
     const a = attrs[i] as number;
     const o = offset[i] as number;
     if (d < TEMPLATE_DEPTHS) {
-      p = put(b, p, TAILS[(d * 8 + a) * 2 + (o < 0 ? 0 : 1)] as Uint8Array);
+      const tail = (d * 8 + a) * 2 + (o < 0 ? 0 : 1);
+      if (seenLength[tail] === len) {
+        // The same bytes as an earlier entry of this call: copy them within the buffer.
+        const from = seenAt[tail] as number;
+        const end = seenEnd[tail] as number;
+        b.copyWithin(p, from, end);
+        p += end - from;
+      } else {
+        const at = p;
+        p = put(b, p, LENGTH);
+        p = putUint(b, p, len);
+        p = put(b, p, TAILS[tail] as Uint8Array);
+        seenLength[tail] = len;
+        seenAt[tail] = at;
+        seenEnd[tail] = p;
+      }
     } else {
+      p = put(b, p, LENGTH);
+      p = putUint(b, p, len);
       p = put(b, p, DEPTH);
       p = putUint(b, p, d);
       p = put(b, p, (o < 0 ? FLAGS_END[a] : FLAGS_OFFSET[a]) as Uint8Array);
