@@ -77,6 +77,9 @@ export async function walkFlatMap(
   let cAttrs = 0;
   let cOff = -1;
   let pos = start;
+  // Every layer's first L2 tables are read at once, not one layer after another as the walk
+  // first reaches each (the reads overlap; a table never needed costs one read, no error).
+  if (start < end) for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
   try {
     while (pos < end) {
       let n = Math.min(PROBE_BYTES, end - pos);
