@@ -24,10 +24,12 @@ import { mapEntries, type MapEntry } from './status/map-entries.js';
 import type { StatusCounters } from './status/one-layer.js';
 import { openChain, type ChainOptions } from './status/open-chain.js';
 import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
-import { Readable } from 'node:stream';
+import { createRequire } from 'node:module';
+import type { Readable } from 'node:stream';
 import { contentRuns, dataExtents, readChunks, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
 import { planChain, readChain, type ReadSink } from './status/read.js';
-import { canWalkFlat, walkFlatMap, type FlatMapSink } from './status/flat-map.js';
+import { canWalkFlat, walkFlatMap, type MapBatchSink } from './status/flat-map.js';
+import type { MapBatch } from './status/map-batch.js';
 import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
 import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
 import { listSnapshots } from './status/snapshot-list.js';
@@ -182,15 +184,15 @@ export class Image implements AsyncDisposable {
   }
 
   /**
-   * The JSON map walk without per-entry objects, for a single qcow2 layer without backing
-   * file or encryption: `sink` gets every merged entry (depth 0; offset -1 when absent).
-   * Returns false, doing nothing, when the image is not such a layer (use
+   * The JSON map walk without per-entry objects, for chains of qcow2 layers without
+   * encryption: `sink` gets `batch` filled with the next merged entries, in order, until the
+   * last one. Returns false, doing nothing, when the chain is not of that kind (use
    * {@link Image.mapEntryBatches}).
    */
-  async walkFlatMap(options: ExtentOptions, sink: FlatMapSink, pause: () => Promise<void> | undefined): Promise<boolean> {
+  async walkFlatMap(options: ExtentOptions, batch: MapBatch, sink: MapBatchSink): Promise<boolean> {
     if (!canWalkFlat(this.top)) return false;
     const { start, end } = this.span(options);
-    await walkFlatMap(this.top, start, end, this.statusCounters, sink, pause);
+    await walkFlatMap(this.top, start, end, this.statusCounters, batch, sink);
     return true;
   }
 
@@ -313,7 +315,9 @@ export class Image implements AsyncDisposable {
     async function* chunks(): AsyncGenerator<Buffer> {
       for await (const c of readChunks(top, [{ start, length: end - start }], options)) yield c.data;
     }
-    return Readable.from(chunks(), { objectMode: false });
+    // node:stream is loaded here, not at start-up (2 ms of every start otherwise).
+    const { Readable: ReadableClass } = createRequire(import.meta.url)('node:stream') as typeof import('node:stream');
+    return ReadableClass.from(chunks(), { objectMode: false });
   }
 
   /**

@@ -1,111 +1,205 @@
 /**
- * The `qemu-img map` walk for the commonest case — one qcow2 layer, no backing file, no
- * encryption — without intermediate objects: each answer of the qcow2 lookup goes through
- * the block layer's rules inline (ALLOCATED, ZERO for unallocated ranges without a backing
- * file, the RECURSE probe of the host file when the image is metadata-preallocated) and
- * is merged on plain numbers with `entry_mergeable`'s rules. Results are exactly those of
- * `mapEntries` (JSON form; the human form merges differently and uses the general walk);
- * the differential tests hold both to qemu-img's output.
+ * The `qemu-img map` walk (JSON form) over a chain of qcow2 layers without encryption,
+ * without intermediate objects. It makes exactly the queries `mapEntries` makes — per
+ * offset, each layer alone from the top, narrowed to the run found above, until one layer
+ * has DATA or ZERO (QEMU 7.2 `get_block_status` in qemu-img.c) — but applies the block
+ * layer's rules inline on plain numbers (ALLOCATED; ZERO for unallocated ranges of the
+ * bottom layer and past the end of a shorter backing file; the RECURSE probe of the host
+ * file when a layer is metadata-preallocated), merges with `entry_mergeable`'s rules, and
+ * writes the merged entries into a {@link MapBatch}. A layer asked again from inside its
+ * last unallocated run (a layer below answered a shorter piece) is answered from that run
+ * without a call. Plain unallocated and zero entries
+ * are read through the driver's `plainRun` shortcut; their runs may end sooner than the full
+ * lookup's, which changes no merged entry (entries are merged per byte). The human form merges differently and
+ * uses the general walk; tests hold this walk to `mapEntries` and the differential suite
+ * to qemu-img.
  */
-import {
-  BDRV_BLOCK_EOF,
-  BDRV_BLOCK_ZERO,
-} from '../formats/driver.js';
+import { BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO } from '../formats/driver.js';
 import { newHostMappingOut } from '../formats/qcow2/host-offset.js';
 import { SubclusterType } from '../formats/qcow2/l2-entry.js';
 import { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
 import type { ChainNode } from './chain-node.js';
+import { MAP_DATA, MAP_PRESENT, MAP_ZERO, type MapBatch } from './map-batch.js';
 import { oneLayerStatus, type StatusCounters } from './one-layer.js';
 
-/** Receives merged entries; `offset` is -1 when the entry has none. Depth is always 0. */
-export type FlatMapSink = (start: number, length: number, present: boolean, zero: boolean, data: boolean, offset: number) => void;
+/** Hands a full (or the last) batch to the printer; the walk refills it afterwards. */
+export type MapBatchSink = (batch: MapBatch) => Promise<void> | undefined;
 
 /** L2 tables read ahead of the walk. */
 const L2_READ_AHEAD = 32;
 
+/** Entries in the first batch handed out. */
+const FIRST_BATCH = 16;
+
 /** QEMU's probe size per call (as in `mapEntries`). */
 const PROBE_BYTES = 1024 * 1024 * 1024;
 
-/** Whether {@link walkFlatMap} can serve `top`. */
+/** Whether {@link walkFlatMap} can serve the chain from `top`: qcow2 layers only, none encrypted, all opened. */
 export function canWalkFlat(top: ChainNode): boolean {
-  return top.driver instanceof Qcow2Driver && top.backing === null && !top.backingSkipped && top.driver.alignment === 1;
+  for (const n of top.layers()) {
+    if (!(n.driver instanceof Qcow2Driver) || n.backingSkipped || n.driver.alignment !== 1) return false;
+  }
+  return true;
 }
 
 /**
- * Walks `[start, end)` of a single qcow2 layer (see {@link canWalkFlat}), calling `sink`
- * for every merged entry in order, and `pause` every few thousand answers (to flush
- * output). As `qemu-img map`, a walk with `start >= end` produces one zero-length entry.
+ * Walks `[start, end)` of the chain from `top` (see {@link canWalkFlat}), filling `batch`
+ * with the merged entries in order and handing it to `sink` whenever it is full and at the
+ * end. As `qemu-img map`, a walk with `start >= end` produces one zero-length entry. When a
+ * query fails, the entries finished before it are handed out first, then the error is thrown.
  */
 export async function walkFlatMap(
   top: ChainNode,
   start: number,
   end: number,
   counters: StatusCounters,
-  sink: FlatMapSink,
-  pause: () => Promise<void> | undefined,
+  batch: MapBatch,
+  sink: MapBatchSink,
 ): Promise<void> {
-  const d = top.driver as Qcow2Driver;
-  const recurse = start < end && (await d.mappingRecurses());
+  const nodes = [...top.layers()];
+  const drivers = nodes.map((n) => n.driver as Qcow2Driver);
+  const lengths = drivers.map((d) => d.length);
+  const bottom = nodes.length - 1;
+  /** Per layer: whether mapping answers probe the host file (known after the first query). */
+  const recurses: Array<boolean | undefined> = nodes.map(() => undefined);
   const m = newHostMappingOut();
+  /** Per layer: the end and type of its last unallocated run that ended before the span asked. */
+  const runEnd = new Float64Array(nodes.length).fill(-1);
+  const runType = new Int32Array(nodes.length);
+  const { start: bStart, length: bLength, offset: bOffset, depth: bDepth, attrs: bAttrs, capacity } = batch;
+  let k = 0;
+  // The first batch is short: the printer starts at once, and the hand-over path has run
+  // before the optimising compiler sees this loop (a path it has not seen costs a deopt).
+  let limit = Math.min(capacity, FIRST_BATCH);
   let cStart = start;
   let cLen = 0;
-  let cPresent = false;
-  let cZero = false;
-  let cData = false;
+  let cDepth = 0;
+  let cAttrs = 0;
   let cOff = -1;
   let pos = start;
-  let answers = 0;
-  while (pos < end) {
-    const need = d.lookupInto(pos, Math.min(PROBE_BYTES, end - pos), m);
-    if (need !== 0) {
-      if (!d.loadL2Sync(need)) {
-        d.prefetchL2(pos, L2_READ_AHEAD);
-        await d.loadL2(need);
+  // Every layer's first L2 tables are read at once, not one layer after another as the walk
+  // first reaches each (the reads overlap; a table never needed costs one read, no error).
+  if (start < end) for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
+  try {
+    while (pos < end) {
+      let n = Math.min(PROBE_BYTES, end - pos);
+      let depth = 0;
+      let attrs = 0;
+      let pnum = 0;
+      let off = -1;
+      for (;;) {
+        const d = drivers[depth] as Qcow2Driver;
+        let recurse = recurses[depth];
+        if (recurse === undefined) recurse = recurses[depth] = await d.mappingRecurses();
+        // bdrv_co_block_status step 1 (never at or past the end here: see the short-backing rule).
+        const len = lengths[depth] as number;
+        if (n > len - pos) n = len - pos;
+        let t: SubclusterType;
+        let bytes: number;
+        let map = 0;
+        if (pos < (runEnd[depth] as number)) {
+          // Inside this layer's last unallocated run: the driver would answer its remainder.
+          t = runType[depth] as SubclusterType;
+          bytes = (runEnd[depth] as number) - pos;
+        } else {
+          const plain = d.plainRun(pos, n);
+          if (plain !== 0) {
+            t = plain > 0 ? SubclusterType.UnallocatedPlain : SubclusterType.ZeroPlain;
+            bytes = plain > 0 ? plain : -plain;
+          } else {
+            const need = d.lookupInto(pos, n, m);
+            if (need !== 0) {
+              // One synchronous read when the file allows it (as QEMU's coroutine waits).
+              if (!d.loadL2Sync(need)) {
+                d.prefetchL2(pos, L2_READ_AHEAD);
+                await d.loadL2(need);
+              }
+              continue;
+            }
+            t = m.type;
+            bytes = m.bytes;
+            map = m.hostOffset;
+          }
+          counters.driverCalls++;
+          if (bytes < n && (t === SubclusterType.UnallocatedPlain || t === SubclusterType.UnallocatedAlloc)) {
+            // The run ended before the span asked (at another entry or the table's end): the
+            // driver asked again from inside it answers exactly its remainder, over entries
+            // it has already checked. Only unallocated runs are asked again (a layer below
+            // answered a shorter piece); every other answer ends its piece.
+            runEnd[depth] = pos + bytes;
+            runType[depth] = t;
+          }
+        }
+        const hasOffset = t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc || t === SubclusterType.UnallocatedAlloc;
+        let zero = t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc;
+        const data = t === SubclusterType.Normal || t === SubclusterType.Compressed;
+        pnum = bytes < n ? bytes : n;
+        const present = zero || data;
+        if (!present) {
+          // Step 7: unallocated reads as zero without a backing file, and (mapping mode)
+          // at or past the end of the backing file; otherwise qemu-img asks the layer below.
+          if (depth === bottom || pos >= (lengths[depth + 1] as number)) {
+            zero = true;
+          } else {
+            n = pnum;
+            depth++;
+            continue;
+          }
+        }
+        if (recurse && data && hasOffset) {
+          // Step 8: ask the host file whether the data is a hole.
+          let f = oneLayerStatus((nodes[depth] as ChainNode).fileNode(d.offsetFile()), 'mapping', map, pnum, counters);
+          if (f instanceof Promise) f = await f;
+          if ((f.flags & BDRV_BLOCK_EOF) !== 0 && (f.pnum === 0 || (f.flags & BDRV_BLOCK_ZERO) !== 0)) zero = true;
+          else {
+            pnum = f.pnum;
+            zero = (f.flags & BDRV_BLOCK_ZERO) !== 0;
+          }
+        }
+        attrs = (present ? MAP_PRESENT : 0) | (zero ? MAP_ZERO : 0) | (data ? MAP_DATA : 0);
+        off = hasOffset ? map : -1;
+        break;
       }
-      continue;
-    }
-    counters.driverCalls++;
-    const t = m.type;
-    const hasOffset = t === SubclusterType.Normal || t === SubclusterType.ZeroAlloc || t === SubclusterType.UnallocatedAlloc;
-    let zero = t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc;
-    const data = t === SubclusterType.Normal || t === SubclusterType.Compressed;
-    const present = zero || data;
-    if (!present) zero = true; // no backing file: unallocated reads as zero
-    let pnum = m.bytes;
-    const map = m.hostOffset;
-    if (recurse && data && hasOffset) {
-      // bdrv_co_block_status step 8: ask the host file whether the data is a hole.
-      let f = oneLayerStatus(top.fileNode(d.offsetFile()), 'mapping', map, pnum, counters);
-      if (f instanceof Promise) f = await f;
-      if ((f.flags & BDRV_BLOCK_EOF) !== 0 && (f.pnum === 0 || (f.flags & BDRV_BLOCK_ZERO) !== 0)) zero = true;
-      else {
-        pnum = f.pnum;
-        zero = (f.flags & BDRV_BLOCK_ZERO) !== 0;
+      if (cLen > 0 && cDepth === depth && cAttrs === attrs && (cOff < 0) === (off < 0) && (off < 0 || cOff + cLen === off)) {
+        cLen += pnum;
+      } else {
+        if (cLen > 0) {
+          bStart[k] = cStart;
+          bLength[k] = cLen;
+          bDepth[k] = cDepth;
+          bAttrs[k] = cAttrs;
+          bOffset[k] = cOff;
+          if (++k === limit) {
+            batch.count = k;
+            k = 0;
+            limit = capacity;
+            const p = sink(batch);
+            if (p !== undefined) await p;
+          }
+        }
+        cStart = pos;
+        cLen = pnum;
+        cDepth = depth;
+        cAttrs = attrs;
+        cOff = off;
       }
+      pos += pnum;
     }
-    if (
-      cLen > 0 &&
-      cZero === zero &&
-      cData === data &&
-      cPresent === present &&
-      (cOff >= 0) === hasOffset &&
-      (!hasOffset || cOff + cLen === map)
-    ) {
-      cLen += pnum;
-    } else {
-      if (cLen > 0) sink(cStart, cLen, cPresent, cZero, cData, cOff);
-      cStart = pos;
-      cLen = pnum;
-      cPresent = present;
-      cZero = zero;
-      cData = data;
-      cOff = hasOffset ? map : -1;
-    }
-    pos += pnum;
-    if ((++answers & 4095) === 0) {
-      const p = pause();
+  } catch (e) {
+    // qemu-img has printed every entry finished before the failure.
+    if (k > 0) {
+      batch.count = k;
+      const p = sink(batch);
       if (p !== undefined) await p;
     }
+    throw e;
   }
-  sink(cStart, cLen, cPresent, cZero, cData, cOff);
+  bStart[k] = cStart;
+  bLength[k] = cLen;
+  bDepth[k] = cDepth;
+  bAttrs[k] = cAttrs;
+  bOffset[k] = cOff;
+  batch.count = k + 1;
+  const p = sink(batch);
+  if (p !== undefined) await p;
 }

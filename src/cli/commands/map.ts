@@ -3,7 +3,9 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Image } from '../../image.js';
-import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson, writeMapEntryJsonParts } from '../format/map-format.js';
+import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../format/map-format.js';
+import { writeMapBatchJson } from '../format/map-json-batch.js';
+import { MapBatch } from '../../status/map-batch.js';
 import { AsciiBuffer } from '../ascii-buffer.js';
 import type { Output } from '../output.js';
 
@@ -70,14 +72,11 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
  */
 async function writeJsonMap(img: Image, range: { start: number; length?: number }, buf: AsciiBuffer, state: { printed: number }): Promise<void> {
   buf.text('[');
-  const flat = await img.walkFlatMap(
-    range,
-    (start, length, present, zero, data, offset) => {
-      if (state.printed++ > 0) buf.bytes(SEP);
-      writeMapEntryJsonParts(buf, start, length, 0, present, zero, data, offset);
-    },
-    () => (buf.wantsFlush ? buf.flush() : undefined),
-  );
+  const flat = await img.walkFlatMap(range, new MapBatch(), (batch) => {
+    writeMapBatchJson(buf, batch, state.printed === 0);
+    state.printed += batch.count;
+    return buf.wantsFlush ? buf.flush() : undefined;
+  });
   if (!flat) {
     for await (const batch of img.mapEntryBatches(range)) {
       for (const e of batch) {

@@ -45,6 +45,7 @@ import {
 } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache, type L2Table } from './l2-cache.js';
 import { buildL2Runs } from './l2-runs.js';
+import { emptyPlainRunMemo, plainRun } from './plain-run.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
 import { runOpenChecks, type OpenCheckResult } from './open-checks.js';
@@ -84,6 +85,7 @@ export class Qcow2Driver implements BlockDriver {
   private readonly refcounts: RefcountReader;
   private dataFile: RandomAccessFile | null = null;
   private readonly runMemo = emptyRunMemo();
+  private readonly plainMemo = emptyPlainRunMemo();
   /** Recently decompressed clusters by payload host offset (a few, bounded). */
   private readonly decompressed = new Map<number, Promise<Uint8Array>>();
   private metadataPreallocation: Promise<boolean> | boolean | undefined;
@@ -351,6 +353,14 @@ export class Qcow2Driver implements BlockDriver {
    */
   lookupInto(offset: number, bytes: number, out: HostMappingOut): number {
     return lookupHostOffset(this.geometry, this.l1, this.peekL2, offset, bytes, this.runMemo, out);
+  }
+
+  /**
+   * The unallocated (> 0) or zero (< 0) plain run at `offset` in bytes, when the entry there
+   * is one and its L2 table is cached; else 0 (use {@link lookupInto}). See plain-run.ts.
+   */
+  plainRun(offset: number, bytes: number): number {
+    return plainRun(this.geometry, this.l1, this.peekL2, offset, bytes, this.plainMemo);
   }
 
   /** Cached L2 table lookup, bound once (no closure per lookup). */

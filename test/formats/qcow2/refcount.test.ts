@@ -2,11 +2,12 @@
  * Refcounts (src/formats/qcow2/refcount.ts): `readEntry` for every refcount order 0..6
  * (QEMU's `get_refcount_ro0`..`ro6`: sub-byte widths packed from the least significant bit,
  * whole bytes big-endian; QEMU-SEMANTICS.md §7.3) and `RefcountReader` over an in-memory
- * image: table/block lookup, missing blocks, bounds, the unaligned-refblock error and caching.
+ * image: table/block lookup, missing blocks, bounds, the unaligned-refblock error and caching;
+ * `countNonZero` against `readEntry` for every order, range and limit.
  */
 import { describe, expect, it } from 'vitest';
 import { CorruptImageError } from '../../../src/errors.js';
-import { RefcountReader, readEntry } from '../../../src/formats/qcow2/refcount.js';
+import { RefcountReader, countNonZero, readEntry } from '../../../src/formats/qcow2/refcount.js';
 import { MemoryFile } from '../../helpers/memory-file.js';
 import { be64, cat } from '../../helpers/qcow2-builder.js';
 
@@ -189,3 +190,26 @@ describe('RefcountReader', () => {
   });
 });
 
+
+describe('countNonZero', () => {
+  it('counts the entries readEntry finds non-zero, for every order, range and limit', () => {
+    let seed = 7;
+    const r = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return Math.floor((seed / 2 ** 32) * n);
+    };
+    for (let order = 0; order <= 6; order++) {
+      for (let round = 0; round < 30; round++) {
+        // Mostly zero bytes, so that wide entries are zero often.
+        const block = Uint8Array.from({ length: 512 }, () => (r(4) === 0 ? r(256) : 0));
+        const entries = (512 * 8) / 2 ** order;
+        const first = r(entries);
+        const end = first + r(entries - first + 1);
+        const limit = r(3) === 0 ? 1 + r(20) : entries;
+        let want = 0;
+        for (let i = first; i < end && want < limit; i++) if (readEntry(block, i, order) !== 0n) want++;
+        expect(countNonZero(block, first, end, order, limit), `order ${order}`).toBe(want);
+      }
+    }
+  });
+});

@@ -1,0 +1,106 @@
+/**
+ * The batch JSON printer (src/cli/format/map-json-batch.ts) must print exactly the bytes of
+ * the per-entry printer `writeMapEntryJson` (which map-format.test.ts holds to qemu-img's
+ * bytes), `,\n` between entries: random entries with numbers of every digit count up to
+ * 2^53 - 1, depths with and without templates, every flag combination, with and without
+ * offsets, runs of entries repeating length and flags, batches that fill several output
+ * chunks, and batches that do not open the list.
+ */
+import { describe, expect, it } from 'vitest';
+import { AsciiBuffer } from '../../src/cli/ascii-buffer.js';
+import { writeMapEntryJson } from '../../src/cli/format/map-format.js';
+import { writeMapBatchJson } from '../../src/cli/format/map-json-batch.js';
+import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
+import type { MapEntry } from '../../src/status/map-entries.js';
+
+/** An AsciiBuffer over a collecting stream, and the text collected after a flush. */
+function sink(): { out: AsciiBuffer; text: () => Promise<string> } {
+  const chunks: Buffer[] = [];
+  const stream = {
+    write(c: Uint8Array, cb?: () => void): boolean {
+      chunks.push(Buffer.from(c));
+      cb?.();
+      return true;
+    },
+    once(): void {},
+  } as unknown as NodeJS.WritableStream;
+  const out = new AsciiBuffer(stream);
+  return { out, text: async () => { await out.flush(); return Buffer.concat(chunks).toString('latin1'); } };
+}
+
+/** A number with a random count of digits, 2^53 - 1 at most. */
+function anyNumber(r: () => number): number {
+  const digits = 1 + Math.floor(r() * 16);
+  return Math.min(Number.MAX_SAFE_INTEGER, Math.floor(r() * 10 ** digits));
+}
+
+/** Prints `entries` both ways (the batch printer with batches of `capacity`) and compares. */
+async function expectSameBytes(entries: readonly MapEntry[], capacity: number): Promise<void> {
+  const want = sink();
+  entries.forEach((e, i) => {
+    if (i > 0) want.out.text(',\n');
+    writeMapEntryJson(want.out, e);
+  });
+
+  const got = sink();
+  const batch = new MapBatch(capacity);
+  let printed = 0;
+  const flush = (): void => {
+    writeMapBatchJson(got.out, batch, printed === 0);
+    printed += batch.count;
+    batch.count = 0;
+  };
+  for (const e of entries) {
+    const k = batch.count++;
+    batch.start[k] = e.start;
+    batch.length[k] = e.length;
+    batch.depth[k] = e.depth;
+    batch.attrs[k] = (e.present ? MAP_PRESENT : 0) | (e.zero ? MAP_ZERO : 0) | (e.data ? MAP_DATA : 0);
+    batch.offset[k] = e.offset ?? -1;
+    if (batch.count === batch.capacity) flush();
+  }
+  flush();
+  expect(await got.text()).toBe(await want.text());
+}
+
+describe('writeMapBatchJson', () => {
+  it('prints the per-entry printer\'s bytes for random entries', async () => {
+    let seed = 12345;
+    const r = (): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const entries: MapEntry[] = [];
+    for (let i = 0; i < 20000; i++) {
+      const a = Math.floor(r() * 8);
+      entries.push({
+        start: anyNumber(r),
+        length: anyNumber(r),
+        depth: r() < 0.05 ? 16 + Math.floor(r() * 70000) : Math.floor(r() * 16),
+        present: (a & MAP_PRESENT) !== 0,
+        zero: (a & MAP_ZERO) !== 0,
+        data: (a & MAP_DATA) !== 0,
+        offset: r() < 0.5 ? null : anyNumber(r),
+        filename: null,
+      });
+    }
+    entries.push({ start: Number.MAX_SAFE_INTEGER, length: 0, depth: 0, present: false, zero: false, data: false, offset: 0, filename: null });
+
+    await expectSameBytes(entries, 3000);
+  });
+
+  it('prints repeated lengths and flags (copied within the buffer) exactly', async () => {
+    const entries: MapEntry[] = [];
+    let start = 0;
+    for (let i = 0; i < 50000; i++) {
+      const length = i % 1000 < 990 ? 65536 : 4096 * (1 + (i % 7));
+      entries.push({
+        start, length, depth: i % 5000 < 4990 ? 0 : 20 + (i % 3), present: i % 2 === 0, zero: i % 4 < 2, data: i % 3 === 0,
+        offset: i % 100 < 50 ? null : 2 ** 40 + i * 65536, filename: null,
+      });
+      start += length;
+    }
+    await expectSameBytes(entries, 4096);
+    await expectSameBytes(entries, 7);
+  });
+});

@@ -1,0 +1,151 @@
+/**
+ * The flat JSON map walk (src/status/flat-map.ts) against the general walk
+ * (src/status/map-entries.ts): on random qcow2 chains made with qemu-img and qemu-io (one to
+ * four layers; 4K to 64K clusters, extended L2, metadata preallocation, backing files
+ * shorter and longer than their overlays; data, zero, unmapped-zero, discarded and
+ * compressed writes), over the whole image and over random ranges, both walks must give
+ * the same merged entries. Also checks which chains the flat walk takes.
+ */
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openImage, type Image } from '../../src/index.js';
+import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
+import { canWalkFlat } from '../../src/status/flat-map.js';
+import { hasTool } from '../helpers/qemu.js';
+import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
+
+const hasQemu = hasTool('qemu-img') && hasTool('qemu-io');
+if (!hasQemu) throw new Error('flat-map.test.ts needs qemu-img and qemu-io on PATH');
+
+const K = 1024;
+
+/** A small deterministic PRNG (mulberry32). */
+function rng(seed: number): (n: number) => number {
+  let a = seed >>> 0;
+  return (n) => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+  };
+}
+
+type View = [start: number, length: number, depth: number, present: boolean, zero: boolean, data: boolean, offset: number | null];
+
+async function generalEntries(img: Image, range: { start?: number; length?: number }): Promise<View[]> {
+  const out: View[] = [];
+  for await (const e of img.mapExtents(range)) out.push([e.start, e.length, e.depth, e.present, e.zero, e.data, e.offset]);
+  return out;
+}
+
+async function flatEntries(img: Image, range: { start?: number; length?: number }, capacity: number): Promise<View[]> {
+  const out: View[] = [];
+  const ok = await img.walkFlatMap(range, new MapBatch(capacity), (b) => {
+    for (let i = 0; i < b.count; i++) {
+      const a = b.attrs[i] as number;
+      const o = b.offset[i] as number;
+      out.push([
+        b.start[i] as number, b.length[i] as number, b.depth[i] as number,
+        (a & MAP_PRESENT) !== 0, (a & MAP_ZERO) !== 0, (a & MAP_DATA) !== 0, o < 0 ? null : o,
+      ]);
+    }
+    // Asynchronous now and then, as a flushing printer is.
+    return b.count % 2 === 0 ? Promise.resolve() : undefined;
+  });
+  expect(ok).toBe(true);
+  return out;
+}
+
+/** Makes a random chain in `dir`; returns the top's path. */
+function makeChain(dir: string, seed: number): string {
+  const r = rng(seed);
+  const layers = 1 + r(4);
+  let below: string | null = null;
+  let belowSize = 0;
+  for (let i = layers - 1; i >= 0; i--) {
+    const name = path.join(dir, `s${seed}-l${i}.qcow2`);
+    const clusterSize = [4 * K, 16 * K, 64 * K][r(3)] as number;
+    const extL2 = clusterSize >= 16 * K && r(4) === 0;
+    // Sizes around 1-3 MiB, sometimes not a multiple of the cluster size.
+    const size = below === null || r(3) === 0 ? (1024 + r(2048)) * K + (r(2) === 0 ? 512 * r(8) : 0) : belowSize + (r(3) - 1) * 256 * K;
+    const opts = [`cluster_size=${clusterSize}`];
+    if (extL2) opts.push('extended_l2=on');
+    const prealloc = below === null && r(4) === 0;
+    if (prealloc) opts.push('preallocation=metadata');
+    const args = ['create', '-q', '-f', 'qcow2', '-o', opts.join(',')];
+    if (below !== null) args.push('-b', path.basename(below), '-F', 'qcow2');
+    args.push(name, String(Math.max(512, size)));
+    execFileSync('qemu-img', args, { cwd: dir });
+    const cmds: string[] = [];
+    // Compressed writes first, each to its own cluster (QEMU refuses them on allocated clusters).
+    const compressed = new Map<number, string>();
+    const ops = r(24);
+    const sz = Math.max(512, size);
+    for (let k = 0; k < ops; k++) {
+      const len = [512, 4 * K, clusterSize, 3 * clusterSize, 100 * K][r(5)] as number;
+      const off = Math.floor(r(Math.max(1, Math.floor((sz - len) / 512))) * 512);
+      if (off + len > sz) continue;
+      switch (r(6)) {
+        case 0: cmds.push(`write -z ${off} ${len}`); break;
+        case 1: cmds.push(`write -z -u ${off} ${len}`); break;
+        case 2: cmds.push(`discard ${off} ${len}`); break;
+        case 3: {
+          const c = Math.floor(off / clusterSize) * clusterSize;
+          if (c + clusterSize <= sz && !extL2 && !prealloc) compressed.set(c, `write -c -P ${1 + r(200)} ${c} ${clusterSize}`);
+          break;
+        }
+        default: cmds.push(`write -P ${1 + r(200)} ${off} ${len}`);
+      }
+    }
+    cmds.unshift(...compressed.values());
+    if (cmds.length > 0) execFileSync('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), name], { cwd: dir, stdio: 'ignore' });
+    below = name;
+    belowSize = sz;
+  }
+  return below as string;
+}
+
+describe('flat JSON map walk', () => {
+  let dir = '';
+  beforeAll(() => {
+    dir = makeTempDir('vdisk-flat-');
+  });
+  afterAll(() => removeTempDir(dir));
+
+  it('gives the general walk\'s entries on 60 random chains, whole and in random ranges', async () => {
+    for (let seed = 1; seed <= 60; seed++) {
+      const top = makeChain(dir, seed);
+      const img = await openImage(top, { format: 'qcow2' });
+      try {
+        expect(canWalkFlat(img.top)).toBe(true);
+        const r = rng(seed * 7919);
+        const ranges: Array<{ start?: number; length?: number }> = [{}];
+        for (let k = 0; k < 4; k++) ranges.push({ start: r(img.virtualSize + 4096), length: 1 + r(img.virtualSize) });
+        ranges.push({ start: img.virtualSize });
+        for (const range of ranges) {
+          const want = await generalEntries(img, range);
+          const got = await flatEntries(img, range, 1 + r(8));
+          expect(got, `seed ${seed} range ${JSON.stringify(range)}`).toEqual(want);
+        }
+      } finally {
+        await img.close();
+      }
+    }
+  }, 300_000);
+
+  it('is not taken for a raw layer in the chain', async () => {
+    const raw = path.join(dir, 'b.raw');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'raw', raw, '1M']);
+    const top = path.join(dir, 'over-raw.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'b.raw', '-F', 'raw', top, '1M'], { cwd: dir });
+    const img = await openImage(top, { format: 'qcow2' });
+    try {
+      expect(canWalkFlat(img.top)).toBe(false);
+      expect(await img.walkFlatMap({}, new MapBatch(), () => undefined)).toBe(false);
+    } finally {
+      await img.close();
+    }
+  });
+});
