@@ -70,9 +70,20 @@ export function buildL2Runs(words: Uint32Array, clusterSize: number, hasDataFile
     }
     const ct = clusterType(hi, lo, false, hasDataFile);
     if (ct === ClusterType.Normal || ct === ClusterType.ZeroAlloc) {
-      // The next entry must carry the next host cluster, the same zero flag, no compression.
-      let eHi = hi & 0x00ffffff;
-      let eLo = lo & CONT_LO;
+      // First the entries that are exactly the expected one (the same high word, the low
+      // word one cluster on), as allocation and preallocation write them, until the low
+      // word would carry into the high word.
+      const exact = (lo + cs) | 0;
+      if (lo >= 0 || exact < 0) {
+        i = exactRunEnd(w, i, n, hi, exact, cs);
+        orLo |= exactOr;
+      }
+      // Then any entry that carries the next host cluster, the same zero flag, no
+      // compression (the other bits may differ).
+      const prevHi = w[2 * i - 2] as number;
+      const prevLo = w[2 * i - 1] as number;
+      let eHi = prevHi & 0x00ffffff;
+      let eLo = prevLo & CONT_LO;
       let next = (eLo + cs) | 0;
       if (eLo < 0 && next >= 0) eHi++;
       eLo = next;
@@ -100,6 +111,27 @@ export function buildL2Runs(words: Uint32Array, clusterSize: number, hasDataFile
     ends[count++] = i;
   }
   return { ends: ends.slice(0, count), orHi, orLo, compressed };
+}
+
+/** OR of the low words {@link exactRunEnd} went over. */
+let exactOr = 0;
+
+/**
+ * From entry `i`, the end of the entries that are exactly `hi` and `exact`, `exact + cs`,
+ * … (int32), stopping after the low word wraps; their low words' OR goes to `exactOr`.
+ * (A small function of its own: V8 compiles this loop far better than inside the pass.)
+ */
+function exactRunEnd(w: Int32Array, i: number, n: number, hi: number, exact: number, cs: number): number {
+  let or = 0;
+  while (i < n && (w[2 * i] as number) === hi && (w[2 * i + 1] as number) === exact) {
+    or |= exact;
+    i++;
+    const after = (exact + cs) | 0;
+    if (exact < 0 && after >= 0) break;
+    exact = after;
+  }
+  exactOr = or;
+  return i;
 }
 
 /** Index of the run holding entry `index` (binary search; `index` below the entry count). */

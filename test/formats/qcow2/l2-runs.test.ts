@@ -99,6 +99,35 @@ describe('buildL2Runs', () => {
     expect(runEnd(r, 10)).toBe(12);
   });
 
+  it('ends a run where the low word wraps without the high word moving on', () => {
+    const C1 = (COPIED | 1) >>> 0;
+    const w = Uint32Array.from([
+      C1, 0xfffe0000, C1, 0xffff0000, // 0x1fffe0000, 0x1ffff0000
+      C1, 0, C1, 0x10000, // 0x100000000 (not 0x200000000), 0x100010000
+      (COPIED | 2) >>> 0, 0, // 0x200000000: not after 0x100010000
+      (COPIED | 2) >>> 0, 0x10000, 2, 0x20000, 2, 0x30001, // COPIED differs: one run; then a zero flag
+    ]);
+    expect([...buildL2Runs(w, 0x10000, false).ends]).toEqual([2, 4, 7, 8]);
+  });
+
+  it('finds a whole table of consecutive clusters as one run, and a break in it', () => {
+    const n = 8192;
+    const w = new Uint32Array(2 * n);
+    for (let i = 0; i < n; i++) {
+      const h = 0xfff00000 + i * 0x10000; // crosses 2^32 at entry 16
+      w[2 * i] = (COPIED | Math.floor(h / 2 ** 32)) >>> 0;
+      w[2 * i + 1] = h % 2 ** 32;
+    }
+    const whole = buildL2Runs(w, 0x10000, false);
+    expect([...whole.ends]).toEqual([n]);
+    expect(whole.orLo).toBe(w.filter((_, k) => k % 2 === 1).reduce((a, b) => a | b, 0));
+    w[2 * 5000 + 1] = (w[2 * 5000 + 1] as number) | 4; // reserved bit: still a run, OR shows it
+    w[2 * 6000 + 1] = (w[2 * 6000 + 1] as number) + 0x10000; // not the next cluster
+    const broken = buildL2Runs(w, 0x10000, false);
+    expect([...broken.ends]).toEqual([6000, 6001, n]);
+    expect(broken.orLo & 4).toBe(4);
+  });
+
   for (const [clusterBits, hasDataFile] of [[9, false], [12, false], [16, false], [12, true]] as const) {
     it(`lookups with runs equal the scan on random tables (${2 ** clusterBits}-byte clusters${hasDataFile ? ', data file' : ''})`, () => {
       const g = geometry(clusterBits, hasDataFile);
