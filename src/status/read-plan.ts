@@ -22,6 +22,8 @@ export class ReadPlan implements ReadSink {
   private count = 0;
   private readonly sources: OpSource[] = [];
   private readonly local: Promise<void>[] = [];
+  /** Whether the plan decodes a compressed cluster (work worth a worker thread). */
+  hasDecode = false;
 
   constructor(private readonly dst: Uint8Array) {}
 
@@ -58,6 +60,22 @@ export class ReadPlan implements ReadSink {
       return;
     }
     this.push(OP_DECODE, fd, p.hostOffset, p.length, at, p.compressionType, r.clusterSize, { kind: 'decode', extent: r });
+    this.hasDecode = true;
+  }
+
+  /** Carries the plan out on this thread instead (reads in flight together); throws the first failure. */
+  async runHere(): Promise<void> {
+    const w = this.words;
+    for (let i = 0; i < this.count; i++) {
+      const o = i * OP_WORDS;
+      const at = w[o + 4] as number;
+      const length = w[o + 3] as number;
+      const src = this.sources[i] ?? null;
+      if (w[o] === OP_ZERO) this.dst.fill(0, at, at + length);
+      else if (src?.kind === 'read') this.track(src.file.read(this.dst, w[o + 2] as number, length, at));
+      else if (src?.kind === 'decode') this.track(src.extent.clusterInto(this.dst, at));
+    }
+    await this.settleLocal();
   }
 
   /** Waits for the parts done on this thread (throws their first failure). */
