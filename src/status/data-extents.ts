@@ -9,6 +9,8 @@ import type { ChainNode } from './chain-node.js';
 import type { StatusCounters } from './one-layer.js';
 import type { ChunkBuffers } from './chunk-buffers.js';
 import { readChain } from './read.js';
+import { canWalkFlat } from './flat-map.js';
+import { flatContentRuns } from './flat-content-runs.js';
 
 /** A range of guest data with its bytes. */
 export interface DataExtent {
@@ -24,8 +26,17 @@ export interface ContentRun {
   readonly zero: boolean;
 }
 
-/** Merged runs of `[start, end)`: `zero` where the chain reads as zero (QEMU ZERO flag). */
+/**
+ * Merged runs of `[start, end)`: `zero` where the chain reads as zero (QEMU ZERO flag).
+ * Chains of plain qcow2 layers go through the flat map walk (flat-content-runs.ts).
+ */
 export async function* contentRuns(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun> {
+  if (canWalkFlat(top)) yield* flatContentRuns(top, start, end, counters);
+  else yield* generalContentRuns(top, start, end, counters);
+}
+
+/** {@link contentRuns} through `blockStatusAbove`, for any chain. */
+export async function* generalContentRuns(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun> {
   let cur: { start: number; length: number; zero: boolean } | null = null;
   let pos = start;
   while (pos < end) {

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openImage, type Image } from '../../src/index.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
 import { canWalkFlat } from '../../src/status/flat-map.js';
+import { flatContentRuns } from '../../src/status/flat-content-runs.js';
+import { generalContentRuns, type ContentRun } from '../../src/status/data-extents.js';
 import { hasTool } from '../helpers/qemu.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
 
@@ -128,6 +130,38 @@ describe('flat JSON map walk', () => {
           const want = await generalEntries(img, range);
           const got = await flatEntries(img, range, 1 + r(8));
           expect(got, `seed ${seed} range ${JSON.stringify(range)}`).toEqual(want);
+        }
+      } finally {
+        await img.close();
+      }
+    }
+  }, 300_000);
+
+  it('gives the general walk\'s content runs (convert\'s zero / data split) on 30 random chains, and stops when the consumer does', async () => {
+    const counters = { driverCalls: 0 };
+    const collect = async (g: AsyncGenerator<ContentRun>, max = Infinity): Promise<ContentRun[]> => {
+      const out: ContentRun[] = [];
+      for await (const c of g) {
+        out.push({ start: c.start, length: c.length, zero: c.zero });
+        if (out.length >= max) break;
+      }
+      return out;
+    };
+    for (let seed = 1; seed <= 30; seed++) {
+      const top = makeChain(dir, seed);
+      const img = await openImage(top, { format: 'qcow2' });
+      try {
+        const r = rng(seed * 104729);
+        const ranges: Array<[number, number]> = [[0, img.virtualSize]];
+        for (let k = 0; k < 3; k++) {
+          const s = r(img.virtualSize);
+          ranges.push([s, s + 1 + r(img.virtualSize - s)]);
+        }
+        for (const [s, e] of ranges) {
+          const want = await collect(generalContentRuns(img.top, s, e, counters));
+          const got = await collect(flatContentRuns(img.top, s, e, counters));
+          expect(got, `seed ${seed} [${s}, ${e})`).toEqual(want);
+          expect(await collect(flatContentRuns(img.top, s, e, counters), 1)).toEqual(want.slice(0, 1));
         }
       } finally {
         await img.close();

@@ -1,0 +1,88 @@
+/**
+ * {@link contentRuns} through the flat map walk (flat-map.ts) when it can serve the chain:
+ * the same zero / non-zero runs, from the merged `qemu-img map` entries (an entry reads as
+ * zero exactly when its ZERO flag is set, in mapping mode, as `bdrv_block_status_above`
+ * reports it to `qemu-img convert`), without the general walk's objects per layer answer.
+ *
+ * The walk pushes batches; this generator pulls them, holding at most two batches of
+ * entries, and stops the walk when the consumer stops early.
+ */
+import { MAP_ZERO, MapBatch } from './map-batch.js';
+import type { ChainNode } from './chain-node.js';
+import type { ContentRun } from './data-extents.js';
+import { walkFlatMap } from './flat-map.js';
+import type { StatusCounters } from './one-layer.js';
+
+/** Thrown into the walk when the consumer is gone. */
+class Stopped extends Error {}
+
+/** Merged runs of `[start, end)` (see {@link contentRuns}); the chain must pass `canWalkFlat`. */
+export async function* flatContentRuns(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun> {
+  if (start >= end) return;
+  const queue: ContentRun[][] = [];
+  let cur: { start: number; length: number; zero: boolean } | null = null;
+  let wake: (() => void) | null = null;
+  let resume: (() => void) | null = null;
+  let stopped = false;
+  let finished = false;
+  let failure: unknown = null;
+  const signal = (): void => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const sink = (b: MapBatch): Promise<void> => {
+    if (stopped) return Promise.reject(new Stopped());
+    const runs: ContentRun[] = [];
+    for (let k = 0; k < b.count; k++) {
+      const s = b.start[k] as number;
+      const len = b.length[k] as number;
+      const zero = ((b.attrs[k] as number) & MAP_ZERO) !== 0;
+      if (len === 0) continue;
+      if (cur !== null && cur.zero === zero && cur.start + cur.length === s) cur.length += len;
+      else {
+        if (cur !== null) runs.push(cur);
+        cur = { start: s, length: len, zero };
+      }
+    }
+    b.count = 0;
+    queue.push(runs);
+    signal();
+    return new Promise((r) => {
+      resume = r;
+    });
+  };
+  const walk = walkFlatMap(top, start, end, counters, new MapBatch(4096), sink).then(
+    () => {
+      if (cur !== null) queue.push([cur]);
+      finished = true;
+    },
+    (e: unknown) => {
+      if (!(e instanceof Stopped)) failure = e;
+      finished = true;
+    },
+  ).finally(signal);
+  try {
+    for (;;) {
+      const runs = queue.shift();
+      if (runs !== undefined) {
+        const r = resume as (() => void) | null;
+        resume = null;
+        r?.(); // the walk fills the next batch while these are consumed
+        yield* runs;
+        continue;
+      }
+      if (finished) break;
+      await new Promise<void>((r) => {
+        wake = r;
+      });
+    }
+    if (failure !== null) throw failure;
+  } finally {
+    stopped = true;
+    const r = resume as (() => void) | null;
+    resume = null;
+    r?.();
+    await walk;
+  }
+}
