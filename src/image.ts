@@ -26,7 +26,7 @@ import { openChain, type ChainOptions } from './status/open-chain.js';
 import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
-import { contentRuns, dataExtents, readChunks, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
+import { contentRunBatches, contentRuns, dataExtents, readChunks, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
 import { planChain, readChain, type ReadSink } from './status/read.js';
 import { canWalkFlat, walkFlatMap, type MapBatchSink } from './status/flat-map.js';
 import type { MapBatch } from './status/map-batch.js';
@@ -328,6 +328,12 @@ export class Image implements AsyncDisposable {
   dataExtents(options: ExtentOptions & DataExtentOptions = {}): AsyncGenerator<DataExtent> {
     const { start, end } = this.span(options);
     return dataExtents(this.top, start, end, this.statusCounters, options);
+  }
+
+  /** {@link contentRuns} a batch at a time (one await per batch; for consumers of many runs). */
+  contentRunBatches(options: ExtentOptions = {}): AsyncGenerator<readonly ContentRun[]> {
+    const { start, end } = this.span(options);
+    return contentRunBatches(this.top, start, end, this.statusCounters);
   }
 
   /** Merged runs over the chain marking where it reads as zero (mapping mode). */

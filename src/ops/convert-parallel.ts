@@ -68,7 +68,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
     }
   };
   try {
-    for await (const run of img.contentRuns()) {
+    for await (const runs of img.contentRunBatches()) for (const run of runs) {
       if (run.zero) continue;
       for (let o = run.start; o < run.start + run.length; o += options.chunkSize) {
         const len = Math.min(options.chunkSize, run.start + run.length - o);

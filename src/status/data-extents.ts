@@ -10,7 +10,7 @@ import type { StatusCounters } from './one-layer.js';
 import type { ChunkBuffers } from './chunk-buffers.js';
 import { readChain } from './read.js';
 import { canWalkFlat } from './flat-map.js';
-import { flatContentRuns } from './flat-content-runs.js';
+import { flatContentRunBatches, flatContentRuns } from './flat-content-runs.js';
 
 /** A range of guest data with its bytes. */
 export interface DataExtent {
@@ -33,6 +33,23 @@ export interface ContentRun {
 export async function* contentRuns(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun> {
   if (canWalkFlat(top)) yield* flatContentRuns(top, start, end, counters);
   else yield* generalContentRuns(top, start, end, counters);
+}
+
+/** {@link contentRuns} in batches (in order): one await per batch, for consumers of many runs. */
+export async function* contentRunBatches(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<readonly ContentRun[]> {
+  if (canWalkFlat(top)) {
+    yield* flatContentRunBatches(top, start, end, counters);
+    return;
+  }
+  let batch: ContentRun[] = [];
+  for await (const r of generalContentRuns(top, start, end, counters)) {
+    batch.push(r);
+    if (batch.length >= 256) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
 }
 
 /** {@link contentRuns} through `blockStatusAbove`, for any chain. */

@@ -18,6 +18,11 @@ class Stopped extends Error {}
 
 /** Merged runs of `[start, end)` (see {@link contentRuns}); the chain must pass `canWalkFlat`. */
 export async function* flatContentRuns(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun> {
+  for await (const runs of flatContentRunBatches(top, start, end, counters)) yield* runs;
+}
+
+/** The same runs, a batch (one walk batch's worth, in order) at a time: one await per batch, not per run. */
+export async function* flatContentRunBatches(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun[]> {
   if (start >= end) return;
   const queue: ContentRun[][] = [];
   let cur: { start: number; length: number; zero: boolean } | null = null;
@@ -69,7 +74,7 @@ export async function* flatContentRuns(top: ChainNode, start: number, end: numbe
         const r = resume as (() => void) | null;
         resume = null;
         r?.(); // the walk fills the next batch while these are consumed
-        yield* runs;
+        if (runs.length > 0) yield runs;
         continue;
       }
       if (finished) break;
