@@ -32,6 +32,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   const total = img.virtualSize;
   const buffers = new ChunkBuffers(options.chunkSize, options.inFlight + 1);
   const inFlight: Promise<void>[] = [];
+  const writeLock = new SharedArrayBuffer(4);
   let failure: unknown = null;
   const here = async (plan: ReadPlan | null, chunk: Buffer, start: number, length: number): Promise<void> => {
     if (plan !== null) await plan.runHere();
@@ -50,7 +51,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       if (pool === null) return await here(plan, chunk, start, length);
       await plan.settleLocal();
       const reply = await pool.copy({
-        chunk: chunk.buffer as SharedArrayBuffer, length, ops: plan.ops(), outFd: out.fd, outPosition: start,
+        chunk: chunk.buffer as SharedArrayBuffer, length, ops: plan.ops(), outFd: out.fd, outPosition: start, writeLock,
       });
       // The pool broke: this chunk on this thread.
       if (reply === null) return await here(null, chunk, start, length);

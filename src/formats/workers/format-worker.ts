@@ -133,29 +133,36 @@ async function copy(m: CopyRequest): Promise<CopyReply> {
       }
     }
   }
-  // Write the runs of output-aligned 4 KiB blocks that are not all zero.
-  let written = 0;
+  // The runs of output-aligned 4 KiB blocks that are not all zero, then their writes.
+  const spans: number[] = [];
   let runFrom = -1;
   let i = 0;
-  const flush = (to: number): string | null => {
-    const failed = pwriteExactSync(m.outFd, chunk, runFrom, to - runFrom, m.outPosition + runFrom);
-    written += to - runFrom;
-    runFrom = -1;
-    return failed;
-  };
   while (i < m.length) {
     const blockEnd = Math.min(m.length, i + SPARSE_BLOCK - ((m.outPosition + i) % SPARSE_BLOCK));
     const zero = ZERO_BLOCK.compare(chunk, i, blockEnd, 0, blockEnd - i) === 0;
     if (!zero && runFrom < 0) runFrom = i;
     if (zero && runFrom >= 0) {
-      const failed = flush(i);
-      if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
+      spans.push(runFrom, i);
+      runFrom = -1;
     }
     i = blockEnd;
   }
-  if (runFrom >= 0) {
-    const failed = flush(m.length);
-    if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
+  if (runFrom >= 0) spans.push(runFrom, m.length);
+  if (spans.length === 0) return reply(null, 0);
+  const lock = new Int32Array(m.writeLock);
+  while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
+  let written = 0;
+  try {
+    for (let k = 0; k < spans.length; k += 2) {
+      const from = spans[k] as number;
+      const to = spans[k + 1] as number;
+      const failed = pwriteExactSync(m.outFd, chunk, from, to - from, m.outPosition + from);
+      if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
+      written += to - from;
+    }
+  } finally {
+    Atomics.store(lock, 0, 0);
+    Atomics.notify(lock, 0, 1);
   }
   return reply(null, written);
 }
