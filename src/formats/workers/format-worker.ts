@@ -103,6 +103,44 @@ async function copy(m: CopyRequest): Promise<CopyReply> {
   const reply = (error: JobError | null, written: number): CopyReply => ({
     kind: 'copy', id: m.id, error, written, reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const),
   });
+  // Each part is scanned for zero blocks and written as soon as it is filled, while its
+  // bytes are still in the CPU's caches (a whole 2 MiB chunk written at the end is read
+  // back from memory: measured twice the system time per byte written).
+  const lock = new Int32Array(m.writeLock);
+  let written = 0;
+  let scanPos = 0;
+  let runFrom = -1;
+  const write = (from: number, to: number): string | null => {
+    while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
+    try {
+      return pwriteExactSync(m.outFd, chunk, from, to - from, m.outPosition + from);
+    } finally {
+      Atomics.store(lock, 0, 0);
+      Atomics.notify(lock, 0, 1);
+      written += to - from;
+    }
+  };
+  /** Scans and writes the output-aligned 4 KiB blocks that end at or before `limit`. */
+  const scanTo = (limit: number): string | null => {
+    while (scanPos < limit) {
+      const blockEnd = Math.min(m.length, scanPos + SPARSE_BLOCK - ((m.outPosition + scanPos) % SPARSE_BLOCK));
+      if (blockEnd > limit) break;
+      const zero = ZERO_BLOCK.compare(chunk, scanPos, blockEnd, 0, blockEnd - scanPos) === 0;
+      if (!zero && runFrom < 0) runFrom = scanPos;
+      if (zero && runFrom >= 0) {
+        const failed = write(runFrom, scanPos);
+        runFrom = -1;
+        if (failed !== null) return failed;
+      }
+      scanPos = blockEnd;
+    }
+    if (runFrom >= 0 && runFrom < scanPos) {
+      const failed = write(runFrom, scanPos);
+      runFrom = -1;
+      if (failed !== null) return failed;
+    }
+    return null;
+  };
   const nOps = m.ops.length / OP_WORDS;
   for (let i = 0; i < nOps; i++) {
     const o = i * OP_WORDS;
@@ -111,58 +149,36 @@ async function copy(m: CopyRequest): Promise<CopyReply> {
     const host = m.ops[o + 2] as number;
     const length = m.ops[o + 3] as number;
     const at = m.ops[o + 4] as number;
+    let end = at + length;
     if (kind === OP_ZERO) {
       chunk.fill(0, at, at + length);
     } else if (kind === OP_READ) {
       const failed = preadExactSync(fd, chunk.subarray(at, at + length), host, length);
-      if (failed !== null) return reply({ index: i, io: true, message: failed }, 0);
+      if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
       count(fd, length);
     } else if (kind === OP_DECODE) {
       const compressionType = m.ops[o + 5] as number;
       const clusterSize = m.ops[o + 6] as number;
+      end = at + clusterSize;
       if (compressionType === COMPRESSION_ZSTD) await loadZstd();
       if (payloadBuf.length < length) payloadBuf = new Uint8Array(length);
       const payload = payloadBuf.subarray(0, length);
       const failed = preadExactSync(fd, payload, host, length);
-      if (failed !== null) return reply({ index: i, io: true, message: failed }, 0);
+      if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
       count(fd, length);
       try {
-        decodeClusterInto(payload, chunk.subarray(at, at + clusterSize), compressionType);
+        decodeClusterInto(payload, chunk.subarray(at, end), compressionType);
       } catch (e) {
-        return reply({ index: i, io: false, message: e instanceof Error ? e.message : String(e) }, 0);
+        return reply({ index: i, io: false, message: e instanceof Error ? e.message : String(e) }, written);
       }
     }
-  }
-  // The runs of output-aligned 4 KiB blocks that are not all zero, then their writes.
-  const spans: number[] = [];
-  let runFrom = -1;
-  let i = 0;
-  while (i < m.length) {
-    const blockEnd = Math.min(m.length, i + SPARSE_BLOCK - ((m.outPosition + i) % SPARSE_BLOCK));
-    const zero = ZERO_BLOCK.compare(chunk, i, blockEnd, 0, blockEnd - i) === 0;
-    if (!zero && runFrom < 0) runFrom = i;
-    if (zero && runFrom >= 0) {
-      spans.push(runFrom, i);
-      runFrom = -1;
-    }
-    i = blockEnd;
-  }
-  if (runFrom >= 0) spans.push(runFrom, m.length);
-  if (spans.length === 0) return reply(null, 0);
-  const lock = new Int32Array(m.writeLock);
-  while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
-  let written = 0;
-  try {
-    for (let k = 0; k < spans.length; k += 2) {
-      const from = spans[k] as number;
-      const to = spans[k + 1] as number;
-      const failed = pwriteExactSync(m.outFd, chunk, from, to - from, m.outPosition + from);
+    // The plan fills the chunk in order (parts done by the main thread lie before `at`).
+    if (i === nOps - 1 || (m.ops[o + OP_WORDS + 4] as number) >= end) {
+      const failed = scanTo(end);
       if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
-      written += to - from;
     }
-  } finally {
-    Atomics.store(lock, 0, 0);
-    Atomics.notify(lock, 0, 1);
   }
+  const failed = scanTo(m.length);
+  if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
   return reply(null, written);
 }
