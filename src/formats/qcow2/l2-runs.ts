@@ -113,6 +113,19 @@ export function buildL2Runs(words: Uint32Array, clusterSize: number, hasDataFile
   return { ends: ends.slice(0, count), orHi, orLo, compressed };
 }
 
+/**
+ * Whether every entry of the standard L2 table `words` is plain: all zero (unallocated) or
+ * a bare zero flag. Such a table needs no run list: `plainRun` answers its entries, and its
+ * checks have nothing to range-check. One tight pass, far cheaper than building the runs
+ * of a table whose entries alternate (each its own run).
+ */
+export function onlyPlainEntries(words: Uint32Array): boolean {
+  for (let i = 0; i < words.length; i += 2) {
+    if ((words[i] as number) !== 0 || ((words[i + 1] as number) & ~1) !== 0) return false;
+  }
+  return true;
+}
+
 /** OR of the low words {@link exactRunEnd} went over. */
 let exactOr = 0;
 

@@ -44,7 +44,7 @@ import {
   type MappingGeometry,
 } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache, type L2Table } from './l2-cache.js';
-import { buildL2Runs } from './l2-runs.js';
+import { buildL2Runs, onlyPlainEntries } from './l2-runs.js';
 import { emptyPlainRunMemo, plainRun } from './plain-run.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
@@ -135,7 +135,7 @@ export class Qcow2Driver implements BlockDriver {
     const checker = checks.l2Checker;
     const cs = this.clusterSize;
     this.l2Cache = new L2Cache(file, cs, l2Bytes, (o, w) => {
-      const runs = extendedL2 ? null : buildL2Runs(w, cs, hasDataFile);
+      const runs = extendedL2 || onlyPlainEntries(w) ? null : buildL2Runs(w, cs, hasDataFile);
       checker?.check(o, w, runs);
       return runs;
     });

@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { getHostOffset, type MappingGeometry } from '../../../src/formats/qcow2/host-offset.js';
 import { L2TableChecker } from '../../../src/formats/qcow2/l2-table-check.js';
-import { buildL2Runs, runAt, runEnd } from '../../../src/formats/qcow2/l2-runs.js';
+import { buildL2Runs, runAt, runEnd, onlyPlainEntries } from '../../../src/formats/qcow2/l2-runs.js';
 import { MetadataRanges } from '../../../src/formats/qcow2/metadata-ranges.js';
 
 const COPIED = 0x80000000;
@@ -187,5 +187,19 @@ describe('L2TableChecker with run lists', () => {
     // The random tables hit both outcomes.
     expect(refused).toBeGreaterThan(20);
     expect(refused).toBeLessThan(560);
+  });
+});
+
+describe('onlyPlainEntries', () => {
+  it('is true only when every entry is all zero or a bare zero flag', () => {
+    const t = new Uint32Array(2 * 64);
+    expect(onlyPlainEntries(t)).toBe(true);
+    for (let i = 0; i < 64; i += 2) t[2 * i + 1] = 1;
+    expect(onlyPlainEntries(t)).toBe(true);
+    for (const [at, v] of [[0, 0x80000000], [1, 0x10000], [1, 3], [127, 0x200], [126, 1]] as const) {
+      const u = t.slice();
+      u[at] = v;
+      expect(onlyPlainEntries(u), `word ${at} = ${v.toString(16)}`).toBe(false);
+    }
   });
 });
