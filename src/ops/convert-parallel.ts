@@ -15,7 +15,7 @@ import type { RawOutput } from '../io/raw-output.js';
 import type { WorkerPool } from '../formats/workers/pool.js';
 import { ChunkBuffers } from '../status/chunk-buffers.js';
 import { ReadPlan } from '../status/read-plan.js';
-import { nonZeroSpans } from './convert-raw.js';
+import { nonZeroSpans } from '../io/zero-blocks.js';
 
 /** Options of {@link convertChunks}. */
 export interface ChunkConvertOptions {

@@ -9,10 +9,6 @@ import { RawOutput } from '../io/raw-output.js';
 import { workerPool } from '../formats/workers/pool.js';
 import { convertChunks } from './convert-parallel.js';
 
-/** Size of the blocks checked for zeroes. */
-export const SPARSE_BLOCK = 4096;
-const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
-
 /** Progress callback: bytes of the guest covered so far, and the total. */
 export type ProgressFn = (done: number, total: number) => void;
 
@@ -48,26 +44,4 @@ export async function convertToRaw(img: Image, destination: string, options: Con
     await out.abort();
     throw e;
   }
-}
-
-/**
- * The spans of `data` (guest offset `start`) to write: runs of output-aligned 4 KiB blocks
- * that are not all zero, merged.
- */
-export function* nonZeroSpans(data: Uint8Array, start: number): Generator<[number, number]> {
-  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  let runFrom = -1;
-  let i = 0;
-  while (i < data.length) {
-    const blockEnd = Math.min(data.length, i + SPARSE_BLOCK - ((start + i) % SPARSE_BLOCK));
-    const len = blockEnd - i;
-    const zero = ZERO_BLOCK.compare(buf, i, blockEnd, 0, len) === 0;
-    if (!zero && runFrom < 0) runFrom = i;
-    if (zero && runFrom >= 0) {
-      yield [runFrom, i];
-      runFrom = -1;
-    }
-    i = blockEnd;
-  }
-  if (runFrom >= 0) yield [runFrom, data.length];
 }

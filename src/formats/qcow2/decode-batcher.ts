@@ -27,7 +27,7 @@ export type PoolResult =
 interface Pending {
   readonly hostOffset: number;
   readonly length: number;
-  readonly target: SharedArrayBuffer | null;
+  readonly target: SharedArrayBuffer;
   readonly targetOffset: number;
   readonly resolve: (r: PoolResult) => void;
 }
@@ -58,10 +58,10 @@ export class DecodeBatcher {
 
   /**
    * Queues the cluster whose payload is `[hostOffset, hostOffset + length)` (within the
-   * file), to be decoded into `target` at `targetOffset` when given (the result's `data` is
-   * then that range), else into a buffer of the pool's.
+   * file), to be decoded into `target` at `targetOffset` (the result's `data` is then that
+   * range); null — decode inline — without a shared target, a descriptor or the pool.
    */
-  decode(hostOffset: number, length: number, target: SharedArrayBuffer | null = null, targetOffset = 0): Promise<PoolResult> | null {
+  decode(hostOffset: number, length: number, target: SharedArrayBuffer | null, targetOffset: number): Promise<PoolResult> | null {
     // Only into shared memory: results in buffers of their own would be garbage made per
     // batch, whose collection lags (tens of MiB of peak RSS, measured).
     if (this.file.fd === undefined || target === null) return null;
@@ -107,9 +107,7 @@ export class DecodeBatcher {
             ? { kind: 'failed', io: e.io, message: e.message }
             : {
                 kind: 'ok',
-                data: c.target !== null
-                  ? new Uint8Array(c.target, c.targetOffset, this.clusterSize)
-                  : new Uint8Array(reply.buffer, k * this.clusterSize, this.clusterSize),
+                data: new Uint8Array(c.target, c.targetOffset, this.clusterSize),
               },
         );
       });

@@ -2,8 +2,7 @@
  * A worker of the pool (pool.ts), on its own thread. Two jobs (protocol.ts):
  *
  * - `decode`: reads the payloads of a batch of compressed clusters by descriptor and
- *   decompresses each straight into its target (a shared buffer of the caller's) or into
- *   one reply buffer transferred back. Payloads that lie close together in the file (as
+ *   decompresses each straight into its target (a shared buffer of the caller's). Payloads that lie close together in the file (as
  *   `qemu-img convert -c` writes them) are read with one read.
  * - `copy`: fills one conversion chunk from its read plan (file reads, whole compressed
  *   clusters, zeroes), then writes the chunk's non-zero 4 KiB blocks to the output.
@@ -13,6 +12,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
+import { SPARSE_BLOCK, nonZeroSpans } from '../../io/zero-blocks.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
 import {
@@ -31,21 +31,17 @@ import {
 /** Gap between payloads still read together, and the largest single read. */
 const MAX_GAP = 64 * 1024;
 const MAX_SPAN = 4 * 1024 * 1024;
-/** Output blocks checked for zeroes (qemu-img's default `-S 4k`). */
-const SPARSE_BLOCK = 4096;
-const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
 
 const port = parentPort;
 if (port === null) throw new Error('format-worker.js runs on a worker thread');
 
 port.on('message', (m: WorkerRequest) => {
-  if (m.kind === 'decode') void decode(m).then((reply) => port.postMessage(reply, [reply.buffer]));
+  if (m.kind === 'decode') void decode(m).then((reply) => port.postMessage(reply));
   else void copy(m).then((reply) => port.postMessage(reply));
 });
 
 async function decode(m: DecodeRequest): Promise<DecodeReply> {
   const n = m.jobs.length / 2;
-  const buffer = new ArrayBuffer(m.targets.every((t) => t !== null) ? 0 : n * m.clusterSize);
   const errors: JobError[] = [];
   let reads = 0;
   let bytesRead = 0;
@@ -73,10 +69,7 @@ async function decode(m: DecodeRequest): Promise<DecodeReply> {
         const off = (m.jobs[2 * k] as number) - start;
         const payload = span.subarray(off, off + (m.jobs[2 * k + 1] as number));
         try {
-          const target = m.targets[k] ?? null;
-          const out = target !== null
-            ? new Uint8Array(target, m.targetOffsets[k] as number, m.clusterSize)
-            : new Uint8Array(buffer, k * m.clusterSize, m.clusterSize);
+          const out = new Uint8Array(m.targets[k] as SharedArrayBuffer, m.targetOffsets[k] as number, m.clusterSize);
           decodeClusterInto(payload, out, m.compressionType);
         } catch (e) {
           errors.push({ index: k, io: false, message: e instanceof Error ? e.message : String(e) });
@@ -85,7 +78,7 @@ async function decode(m: DecodeRequest): Promise<DecodeReply> {
     }
     i = j;
   }
-  return { kind: 'decode', id: m.id, buffer, errors, reads, bytesRead };
+  return { kind: 'decode', id: m.id, errors, reads, bytesRead };
 }
 
 /** Payload buffer of the copy jobs, grown as needed. */
@@ -109,7 +102,6 @@ async function copy(m: CopyRequest): Promise<CopyReply> {
   const lock = new Int32Array(m.writeLock);
   let written = 0;
   let scanPos = 0;
-  let runFrom = -1;
   const write = (from: number, to: number): string | null => {
     while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
     try {
@@ -120,25 +112,15 @@ async function copy(m: CopyRequest): Promise<CopyReply> {
       written += to - from;
     }
   };
-  /** Scans and writes the output-aligned 4 KiB blocks that end at or before `limit`. */
+  /** Writes the non-zero spans of the output-aligned 4 KiB blocks that end at or before `limit`. */
   const scanTo = (limit: number): string | null => {
-    while (scanPos < limit) {
-      const blockEnd = Math.min(m.length, scanPos + SPARSE_BLOCK - ((m.outPosition + scanPos) % SPARSE_BLOCK));
-      if (blockEnd > limit) break;
-      const zero = ZERO_BLOCK.compare(chunk, scanPos, blockEnd, 0, blockEnd - scanPos) === 0;
-      if (!zero && runFrom < 0) runFrom = scanPos;
-      if (zero && runFrom >= 0) {
-        const failed = write(runFrom, scanPos);
-        runFrom = -1;
-        if (failed !== null) return failed;
-      }
-      scanPos = blockEnd;
-    }
-    if (runFrom >= 0 && runFrom < scanPos) {
-      const failed = write(runFrom, scanPos);
-      runFrom = -1;
+    const end = limit >= m.length ? m.length : limit - ((m.outPosition + limit) % SPARSE_BLOCK);
+    if (end <= scanPos) return null;
+    for (const [from, to] of nonZeroSpans(chunk, m.outPosition, scanPos, end)) {
+      const failed = write(from, to);
       if (failed !== null) return failed;
     }
+    scanPos = end;
     return null;
   };
   const nOps = m.ops.length / OP_WORDS;

@@ -18,11 +18,8 @@ export interface DecodeRequest {
   readonly compressionType: number;
   /** Per cluster: payload host offset, payload length (clipped at the end of the file). */
   readonly jobs: Float64Array;
-  /**
-   * Where each cluster goes: a shared buffer and the byte offset in it, or null for the
-   * reply's own buffer.
-   */
-  readonly targets: readonly (SharedArrayBuffer | null)[];
+  /** Where each cluster goes: a shared buffer and the byte offset in it. */
+  readonly targets: readonly SharedArrayBuffer[];
   readonly targetOffsets: Float64Array;
 }
 
@@ -71,14 +68,10 @@ export interface JobError {
   readonly message: string;
 }
 
-/**
- * A decoded batch: cluster `k` without a target is bytes `[k × clusterSize, (k + 1) ×
- * clusterSize)` of `buffer`; the others were written to their targets.
- */
+/** A decoded batch: every cluster but the failed ones was written to its target. */
 export interface DecodeReply {
   readonly kind: 'decode';
   readonly id: number;
-  readonly buffer: ArrayBuffer;
   /** Clusters that failed (their bytes are undefined). */
   readonly errors: readonly JobError[];
   /** Reads made and bytes they returned (added to the file's counters). */

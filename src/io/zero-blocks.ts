@@ -1,0 +1,31 @@
+/**
+ * Which parts of data to write to a sparse output: blocks of 4 KiB, aligned in the output,
+ * that hold only zeroes are left as holes (qemu-img convert's default `-S 4k`). Used by the
+ * conversion on the main thread and on the workers alike.
+ */
+
+/** Size of the blocks checked for zeroes. */
+export const SPARSE_BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
+
+/**
+ * The spans of `data[from, to)` to write — runs of output-aligned 4 KiB blocks that are not
+ * all zero, merged — as `[start, end)` offsets in `data`; `position` is the output offset of
+ * `data[0]`. A block cut by `from` or `to` is tested for the part inside.
+ */
+export function* nonZeroSpans(data: Uint8Array, position: number, from = 0, to = data.length): Generator<[number, number]> {
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  let runFrom = -1;
+  let i = from;
+  while (i < to) {
+    const blockEnd = Math.min(to, i + SPARSE_BLOCK - ((position + i) % SPARSE_BLOCK));
+    const zero = ZERO_BLOCK.compare(buf, i, blockEnd, 0, blockEnd - i) === 0;
+    if (!zero && runFrom < 0) runFrom = i;
+    if (zero && runFrom >= 0) {
+      yield [runFrom, i];
+      runFrom = -1;
+    }
+    i = blockEnd;
+  }
+  if (runFrom >= 0) yield [runFrom, to];
+}
