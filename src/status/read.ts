@@ -5,13 +5,14 @@
  * file, anything past the end of a shorter backing file), a decompressed cluster, or the
  * layer below.
  *
- * One walk ({@link planChain}) finds the runs and hands each to a {@link ReadSink}:
- * {@link readChain} does the reads at once (all issued before any is awaited); a
- * conversion collects them as a plan for a worker thread (read-plan.ts).
+ * One walk ({@link planChain}) finds the runs and hands each to a {@link ReadSink}, a
+ * {@link ReadPlan}: {@link readChain} carries the plan out on this thread (all reads issued
+ * before any is awaited); a conversion may send it to a worker thread instead.
  */
 import type { RandomAccessFile } from '../io/random-access-file.js';
 import type { ReadExtent } from '../formats/driver.js';
 import type { ChainNode } from './chain-node.js';
+import { ReadPlan } from './read-plan.js';
 
 /** A part of a compressed cluster as the chain gives it. */
 export type CompressedExtent = Extract<ReadExtent, { kind: 'compressed' }>;
@@ -26,32 +27,20 @@ export interface ReadSink {
   compressed(r: CompressedExtent, n: number, at: number): void;
 }
 
-/** Fills `dst[dstOffset, dstOffset + length)` with the guest bytes of `node` at `offset`. */
+/**
+ * Fills `dst[dstOffset, dstOffset + length)` with the guest bytes of `node` at `offset`: the
+ * runs are planned first (read-plan.ts; adjacent reads of one file merge), then all reads
+ * are issued at once. Never returns while a read into `dst` is still running.
+ */
 export async function readChain(node: ChainNode, offset: number, dst: Uint8Array, dstOffset: number, length: number): Promise<void> {
-  const pending: Promise<void>[] = [];
-  const track = (p: Promise<void>): void => {
-    p.catch(() => undefined); // reported below once all settle
-    pending.push(p);
-  };
-  const sink: ReadSink = {
-    zero: (at, n) => dst.fill(0, at, at + n),
-    data: (file, hostOffset, n, at) => track(file.read(dst, hostOffset, n, at)),
-    compressed: (r, n, at) => {
-      const from = r.offsetInCluster;
-      if (from === 0 && n === r.clusterSize) track(r.clusterInto(dst, at));
-      else track(r.cluster().then((c) => dst.set(c.subarray(from, from + n), at)));
-    },
-  };
-  let failure: unknown = null;
+  const plan = new ReadPlan(dst);
   try {
-    await planChain(node, offset, dstOffset, length, sink);
+    await planChain(node, offset, dstOffset, length, plan);
   } catch (e) {
-    failure = e;
+    await plan.settleLocal().catch(() => undefined);
+    throw e;
   }
-  // Never return while a read into `dst` is still running.
-  const results = await Promise.allSettled(pending);
-  if (failure !== null) throw failure;
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
+  await plan.runHere();
 }
 
 /** Walks the runs of `[offset, offset + length)` in `node`, giving each to `sink` (destination offsets from `dstOffset`). */
