@@ -18,12 +18,16 @@
  */
 import { CorruptImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
-import { AUTOCLEAR_BITMAPS, EXT_BITMAPS, EXT_END } from './constants.js';
-import type { Qcow2Header } from './header.js';
 import {
+  AUTOCLEAR_BITMAPS,
   BME_TABLE_ENTRY_FLAG_ALL_ONES,
   BME_TABLE_ENTRY_OFFSET_MASK,
   BME_TABLE_ENTRY_RESERVED_MASK,
+  EXT_BITMAPS,
+  EXT_END,
+} from './constants.js';
+import type { Qcow2Header } from './header.js';
+import {
   checkBitmapTable,
   type BitmapContext,
   type BitmapDirectoryEntry,

@@ -43,22 +43,6 @@ import {
 } from './constants.js';
 import type { BitmapsExtension } from './extensions.js';
 
-export {
-  BITMAP_DIR_ENTRY_SIZE,
-  BME_FLAG_AUTO,
-  BME_FLAG_IN_USE,
-  BME_MAX_GRANULARITY_BITS,
-  BME_MAX_NAME_SIZE,
-  BME_MAX_PHYS_SIZE,
-  BME_MAX_TABLE_SIZE,
-  BME_MIN_GRANULARITY_BITS,
-  BME_RESERVED_FLAGS,
-  BME_TABLE_ENTRY_FLAG_ALL_ONES,
-  BME_TABLE_ENTRY_OFFSET_MASK,
-  BME_TABLE_ENTRY_RESERVED_MASK,
-  BT_DIRTY_TRACKING_BITMAP,
-};
-
 /** One entry of the bitmap directory. */
 export interface BitmapDirectoryEntry {
   readonly index: number;
