@@ -5,7 +5,7 @@
  * rows only for plain data.
  */
 import { describe, expect, it } from 'vitest';
-import { AsciiBuffer } from '../../src/cli/ascii-buffer.js';
+import { asciiSink } from '../helpers/ascii-sink.js';
 import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../../src/cli/format/map-format.js';
 import type { MapEntry } from '../../src/status/map-entries.js';
 
@@ -23,19 +23,9 @@ const e = (o: Partial<MapEntry> = {}): MapEntry => ({
 
 /** The bytes writeMapEntryJson prints for one entry, as a string. */
 async function json(entry: MapEntry): Promise<string> {
-  const chunks: Buffer[] = [];
-  const stream = {
-    write(c: Uint8Array, cb?: () => void): boolean {
-      chunks.push(Buffer.from(c));
-      cb?.();
-      return true;
-    },
-    once(): void {},
-  } as unknown as NodeJS.WritableStream;
-  const out = new AsciiBuffer(stream);
+  const { out, text } = asciiSink();
   writeMapEntryJson(out, entry);
-  await out.flush();
-  return Buffer.concat(chunks).toString('latin1');
+  return text();
 }
 
 describe('writeMapEntryJson', async () => {

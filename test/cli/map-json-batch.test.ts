@@ -7,26 +7,12 @@
  * chunks, and batches that do not open the list.
  */
 import { describe, expect, it } from 'vitest';
-import { AsciiBuffer } from '../../src/cli/ascii-buffer.js';
+import { asciiSink as sink } from '../helpers/ascii-sink.js';
 import { writeMapEntryJson } from '../../src/cli/format/map-format.js';
 import { writeMapBatchJson } from '../../src/cli/format/map-json-batch.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
 import type { MapEntry } from '../../src/status/map-entries.js';
 
-/** An AsciiBuffer over a collecting stream, and the text collected after a flush. */
-function sink(): { out: AsciiBuffer; text: () => Promise<string> } {
-  const chunks: Buffer[] = [];
-  const stream = {
-    write(c: Uint8Array, cb?: () => void): boolean {
-      chunks.push(Buffer.from(c));
-      cb?.();
-      return true;
-    },
-    once(): void {},
-  } as unknown as NodeJS.WritableStream;
-  const out = new AsciiBuffer(stream);
-  return { out, text: async () => { await out.flush(); return Buffer.concat(chunks).toString('latin1'); } };
-}
 
 /** A number with a random count of digits, 2^53 - 1 at most. */
 function anyNumber(r: () => number): number {

@@ -14,6 +14,7 @@ import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-
 import { canWalkFlat } from '../../src/status/flat-map.js';
 import { flatContentRuns } from '../../src/status/flat-content-runs.js';
 import { generalContentRuns, type ContentRun } from '../../src/status/data-extents.js';
+import { rngInt } from '../helpers/prng.js';
 import { hasTool } from '../helpers/qemu.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
 
@@ -22,17 +23,6 @@ if (!hasQemu) throw new Error('flat-map.test.ts needs qemu-img and qemu-io on PA
 
 const K = 1024;
 
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
-}
 
 type View = [start: number, length: number, depth: number, present: boolean, zero: boolean, data: boolean, offset: number | null];
 
@@ -62,7 +52,7 @@ async function flatEntries(img: Image, range: { start?: number; length?: number 
 
 /** Makes a random chain in `dir`; returns the top's path. */
 function makeChain(dir: string, seed: number): string {
-  const r = rng(seed);
+  const r = rngInt(seed);
   const layers = 1 + r(4);
   let below: string | null = null;
   let belowSize = 0;
@@ -122,7 +112,7 @@ describe('flat JSON map walk', () => {
       const img = await openImage(top, { format: 'qcow2' });
       try {
         expect(canWalkFlat(img.top)).toBe(true);
-        const r = rng(seed * 7919);
+        const r = rngInt(seed * 7919);
         const ranges: Array<{ start?: number; length?: number }> = [{}];
         for (let k = 0; k < 4; k++) ranges.push({ start: r(img.virtualSize + 4096), length: 1 + r(img.virtualSize) });
         ranges.push({ start: img.virtualSize });
@@ -151,7 +141,7 @@ describe('flat JSON map walk', () => {
       const top = makeChain(dir, seed);
       const img = await openImage(top, { format: 'qcow2' });
       try {
-        const r = rng(seed * 104729);
+        const r = rngInt(seed * 104729);
         const ranges: Array<[number, number]> = [[0, img.virtualSize]];
         for (let k = 0; k < 3; k++) {
           const s = r(img.virtualSize);

@@ -10,21 +10,11 @@ import { getHostOffset, type MappingGeometry } from '../../../src/formats/qcow2/
 import { L2TableChecker } from '../../../src/formats/qcow2/l2-table-check.js';
 import { buildL2Runs, runAt, runEnd, onlyPlainEntries } from '../../../src/formats/qcow2/l2-runs.js';
 import { MetadataRanges } from '../../../src/formats/qcow2/metadata-ranges.js';
+import { rng } from '../../helpers/prng.js';
 
 const COPIED = 0x80000000;
 const COMPRESSED = 0x40000000;
 
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function geometry(clusterBits: number, hasDataFile: boolean): MappingGeometry {
   const clusterSize = 2 ** clusterBits;
