@@ -126,25 +126,49 @@ export function onlyPlainEntries(words: Uint32Array): boolean {
   return true;
 }
 
-/** OR of the low words {@link exactRunEnd} went over. */
+/** OR of the low words {@link exactRunEnd} went over (0 when none). */
 let exactOr = 0;
 
 /**
  * From entry `i`, the end of the entries that are exactly `hi` and `exact`, `exact + cs`,
- * … (int32), stopping after the low word wraps; their low words' OR goes to `exactOr`.
- * (A small function of its own: V8 compiles this loop far better than inside the pass.)
+ * … (int32), stopping before the low word would wrap; their low words' OR goes to
+ * `exactOr`. (A small function of its own: V8 compiles this loop far better than inside
+ * the pass.)
+ *
+ * How many steps fit before the wrap is computed first, and the loop compares each low
+ * word with the one before it (difference of one cluster) rather than with a running
+ * expected value: that form runs about four times faster in V8 (W1's 16.7 M entries:
+ * ~25 against ~95 ms, measured).
  */
 function exactRunEnd(w: Int32Array, i: number, n: number, hi: number, exact: number, cs: number): number {
-  let or = 0;
-  while (i < n && (w[2 * i] as number) === hi && (w[2 * i + 1] as number) === exact) {
-    or |= exact;
-    i++;
-    const after = (exact + cs) | 0;
-    if (exact < 0 && after >= 0) break;
-    exact = after;
+  const step = cs | 0;
+  const room = Math.floor((0x100000000 - (exact >>> 0) - 1) / cs) + 1;
+  const limit = 2 * Math.min(n, i + room) + 1;
+  const first = 2 * i + 1;
+  let p = first;
+  let prev = (exact - step) | 0;
+  while (p < limit) {
+    const l = w[p] as number;
+    if (((l - prev) | 0) !== step || (w[p - 1] as number) !== hi) break;
+    prev = l;
+    p += 2;
   }
-  exactOr = or;
-  return i;
+  const count = (p - first) / 2;
+  exactOr = count === 0 ? 0 : orOfSteps(exact, count, cs);
+  return i + count;
+}
+
+/**
+ * The OR of `count` (≥ 1) low words `exact`, `exact + cs`, … that do not wrap: the first
+ * and last, and every bit from the cluster size up to below the highest bit in which they
+ * differ (the sequence passes through a value with all of those set).
+ */
+function orOfSteps(exact: number, count: number, cs: number): number {
+  const last = (exact + (count - 1) * cs) | 0;
+  const diff = exact ^ last;
+  if (diff === 0) return exact;
+  const below = (0xffffffff >>> Math.clz32(diff)) >>> 1;
+  return exact | last | (below & ~(cs - 1));
 }
 
 /** Index of the run holding entry `index` (binary search; `index` below the entry count). */

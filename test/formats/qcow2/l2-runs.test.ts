@@ -16,6 +16,23 @@ const COPIED = 0x80000000;
 const COMPRESSED = 0x40000000;
 
 
+/** Native words of a table of long runs of consecutive clusters, each with one flag set (as allocation writes them). */
+function exactRunsTable(rand: () => number, g: MappingGeometry): Uint32Array {
+  const n = g.l2Entries;
+  const w = new Uint32Array(2 * n);
+  for (let i = 0; i < n; ) {
+    const len = 1 + Math.floor(rand() * n);
+    const flags = rand() < 0.5 ? COPIED : 0;
+    const host = Math.floor(rand() * 2 ** 24) * g.clusterSize;
+    for (let k = 0; k < len && i < n; k++, i++) {
+      const h = host + k * g.clusterSize;
+      w[2 * i] = (flags | Math.floor(h / 2 ** 32)) >>> 0;
+      w[2 * i + 1] = h % 2 ** 32;
+    }
+  }
+  return w;
+}
+
 function geometry(clusterBits: number, hasDataFile: boolean): MappingGeometry {
   const clusterSize = 2 ** clusterBits;
   return {
@@ -116,6 +133,28 @@ describe('buildL2Runs', () => {
     const broken = buildL2Runs(w, 0x10000, false);
     expect([...broken.ends]).toEqual([6000, 6001, n]);
     expect(broken.orLo & 4).toBe(4);
+  });
+
+  it('ORs exactly the words of the entries that are not compressed (exact runs summed without a per-entry OR)', () => {
+    for (const clusterBits of [9, 12, 16, 21]) {
+      const g = geometry(clusterBits, false);
+      const rand = rng(1000 + clusterBits);
+      for (let t = 0; t < 20; t++) {
+        const w = t % 2 === 0
+          ? randomTable(rand, g, Math.floor(rand() * 2 ** 40 / g.clusterSize) * g.clusterSize, t % 4 === 0 ? 0.02 : 0)
+          : exactRunsTable(rand, g);
+        let hi = 0;
+        let lo = 0;
+        for (let i = 0; i < w.length; i += 2) {
+          if (((w[i] as number) & COMPRESSED) !== 0) continue;
+          hi |= w[i] as number;
+          lo |= w[i + 1] as number;
+        }
+        const runs = buildL2Runs(w, g.clusterSize, false);
+        expect(runs.orHi).toBe(hi);
+        expect(runs.orLo).toBe(lo);
+      }
+    }
   });
 
   for (const [clusterBits, hasDataFile] of [[9, false], [12, false], [16, false], [12, true]] as const) {
