@@ -3,7 +3,9 @@
  *
  * The refcount table is loaded whole (bounded at open: at most 8 MiB); refcount blocks are
  * read on demand and kept in a small LRU. Entries are `refcount_bits` wide (1..64),
- * sub-byte widths packed from the least significant bit.
+ * sub-byte widths packed from the least significant bit. Both are read synchronously when
+ * the file can (a page-cache read of one cluster takes microseconds, a thread-pool round
+ * trip behind a walk's L2 read-ahead took 4–7 ms: the first mapping query waits for this).
  */
 import { CorruptImageError, hex } from '../../errors.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
@@ -78,7 +80,7 @@ export class RefcountReader {
       );
     }
     const buf = Buffer.allocUnsafeSlow(bytes);
-    await this.file.read(buf, this.tableOffset, bytes);
+    await readNow(this.file, buf, this.tableOffset, bytes);
     const dv = new DataView(buf.buffer, buf.byteOffset, bytes);
     const t = new BigUint64Array(bytes / 8);
     for (let i = 0; i < t.length; i++) t[i] = dv.getBigUint64(i * 8);
@@ -98,7 +100,7 @@ export class RefcountReader {
       );
     }
     const buf = new Uint8Array(size);
-    await this.file.read(buf, offset, size);
+    await readNow(this.file, buf, offset, size);
     if (this.blocks.size >= 8) {
       const first = this.blocks.keys().next();
       if (first.done !== true) this.blocks.delete(first.value);
@@ -106,6 +108,17 @@ export class RefcountReader {
     this.blocks.set(offset, buf);
     return buf;
   }
+}
+
+/** Reads with one synchronous read when the file can, else through its asynchronous read. */
+function readNow(file: RandomAccessFile, buf: Uint8Array, position: number, length: number): Promise<void> {
+  if (file.readSync === undefined) return file.read(buf, position, length);
+  try {
+    file.readSync(buf, position, length);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return Promise.resolve();
 }
 
 /** Entry `i` of a refcount block with entries `2^order` bits wide, big-endian for whole bytes. */
