@@ -1,0 +1,70 @@
+/**
+ * The zero-block test of conversions (src/io/zero-blocks.ts): on random buffers made of
+ * zero blocks, data blocks, blocks whose only non-zero byte is anywhere (first byte, just
+ * past the peeked bytes, last byte) and long zero stretches, at random output positions and
+ * sub-ranges, the spans equal those of a plain byte-by-byte reference.
+ */
+import { describe, expect, it } from 'vitest';
+import { nonZeroSpans, SPARSE_BLOCK } from '../../src/io/zero-blocks.js';
+import { rng } from '../helpers/prng.js';
+
+/** The reference: every output-aligned block (cut by `from`/`to`) tested byte by byte, runs merged. */
+function reference(data: Uint8Array, position: number, from: number, to: number): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  let i = from;
+  while (i < to) {
+    const end = Math.min(to, i + SPARSE_BLOCK - ((position + i) % SPARSE_BLOCK));
+    let zero = true;
+    for (let k = i; k < end; k++) if (data[k] !== 0) zero = false;
+    if (!zero) {
+      const last = spans[spans.length - 1];
+      if (last !== undefined && last[1] === i) last[1] = end;
+      else spans.push([i, end]);
+    }
+    i = end;
+  }
+  return spans;
+}
+
+function randomBuffer(rand: () => number, length: number): Uint8Array {
+  const b = new Uint8Array(length);
+  let i = 0;
+  while (i < length) {
+    const kind = rand();
+    const n = Math.min(length - i, 1 + Math.floor(rand() * (kind < 0.3 ? 20 * SPARSE_BLOCK : 2 * SPARSE_BLOCK)));
+    if (kind < 0.3) {
+      // zeroes
+    } else if (kind < 0.6) {
+      for (let k = 0; k < n; k++) b[i + k] = 1 + Math.floor(rand() * 255);
+    } else {
+      // one non-zero byte at a telling place of a zero stretch
+      const at = [0, 15, 16, 17, SPARSE_BLOCK - 1, SPARSE_BLOCK, Math.floor(rand() * n)][Math.floor(rand() * 7)] as number;
+      if (at < n) b[i + at] = 0x80;
+    }
+    i += n;
+  }
+  return b;
+}
+
+describe('nonZeroSpans', () => {
+  it('equals the byte-by-byte reference on random buffers, positions and ranges', () => {
+    const rand = rng(4242);
+    for (let t = 0; t < 300; t++) {
+      const length = 1 + Math.floor(rand() * 300 * 1024);
+      const data = randomBuffer(rand, length);
+      const position = rand() < 0.5 ? 0 : Math.floor(rand() * 3 * SPARSE_BLOCK);
+      const from = rand() < 0.5 ? 0 : Math.floor(rand() * length);
+      const to = rand() < 0.5 ? length : from + Math.floor(rand() * (length - from + 1));
+      expect([...nonZeroSpans(data, position, from, to)]).toEqual(reference(data, position, from, to));
+    }
+  });
+
+  it('finds a lone byte after a long zero stretch, and none in all zeroes', () => {
+    const data = new Uint8Array(1024 * 1024);
+    expect([...nonZeroSpans(data, 0)]).toEqual([]);
+    data[175 * SPARSE_BLOCK + 5] = 1;
+    expect([...nonZeroSpans(data, 0)]).toEqual([[175 * SPARSE_BLOCK, 176 * SPARSE_BLOCK]]);
+    // At output offset 100 the blocks start 100 bytes earlier in the data.
+    expect([...nonZeroSpans(data, 100)]).toEqual([[175 * SPARSE_BLOCK - 100, 176 * SPARSE_BLOCK - 100]]);
+  });
+});
