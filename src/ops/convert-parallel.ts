@@ -1,19 +1,23 @@
 /**
  * The conversion engine: this thread walks the chain's non-zero runs and plans each chunk
- * (status/read-plan.ts); a chunk with compressed clusters goes to a worker thread, which
- * reads it (file reads and whole compressed clusters by descriptor), finds its zero blocks
- * and writes the rest to the output; any other chunk is read and written from this thread
- * (page-cache copies, where a worker's start-up and hand-offs cost more than they save,
- * measured). Chunks are written at their own offsets, several at once.
+ * (status/read-plan.ts) into one of a fixed set of shared chunk slots.
+ *
+ * - A chunk with compressed clusters goes to a pool worker, which reads it (file reads and
+ *   whole compressed clusters by descriptor), finds its zero blocks and writes the rest.
+ * - Any other chunk is read here, with synchronous page-cache reads (a read handed to the
+ *   thread pool cost this thread about as much as doing it, plus the wait), and queued to
+ *   the output writer thread (formats/workers/output-writer.ts), which finds the zero
+ *   blocks and writes the rest while this thread reads the next chunks.
  *
  * The result is the same file either way (the same 4 KiB zero detection, aligned in the
- * output). Without a pool (one core, `VDISK_DECODE_WORKERS=0`, or a broken worker) every
- * chunk runs on this thread.
+ * output). Without worker threads (one core, `VDISK_DECODE_WORKERS=0`, `workers: false`)
+ * every chunk is read and written from this thread, its writes through the thread pool.
  */
 import type { Image } from '../image.js';
+import { IoError } from '../errors.js';
 import type { RawOutput } from '../io/raw-output.js';
 import type { WorkerPool } from '../formats/workers/pool.js';
-import { ChunkBuffers } from '../status/chunk-buffers.js';
+import { OutputWriter } from '../formats/workers/output-writer.js';
 import { ReadPlan } from '../status/read-plan.js';
 import { nonZeroSpans } from '../io/zero-blocks.js';
 
@@ -24,48 +28,75 @@ export interface ChunkConvertOptions {
   readonly inFlight: number;
   /** The worker pool, started on first use; null when workers may not be used. */
   readonly pool: () => WorkerPool | null;
+  /** Whether an output writer thread may be used (as the pool: two or more cores, workers allowed). */
+  readonly writerThread: boolean;
   readonly onProgress?: (done: number, total: number) => void;
 }
 
 /** Converts the non-zero runs of `img` into `out`. */
 export async function convertChunks(img: Image, out: RawOutput, options: ChunkConvertOptions): Promise<void> {
   const total = img.virtualSize;
-  const buffers = new ChunkBuffers(options.chunkSize, options.inFlight + 1);
+  const slots = Array.from({ length: options.inFlight + 1 }, () => new SharedArrayBuffer(options.chunkSize));
+  const views = slots.map((s) => Buffer.from(s));
+  /** Slots this thread is not filling (their queued writes may still be running). */
+  const free = slots.map((_, i) => i);
   const inFlight: Promise<void>[] = [];
   const writeLock = new SharedArrayBuffer(4);
+  // Started before the walk, so that the thread is up by the time the first chunk is read.
+  let writer: OutputWriter | null = options.writerThread && process.env['VDISK_X_LAZYW'] !== '1' ? new OutputWriter(out.fd, slots, writeLock) : null;
   let failure: unknown = null;
-  const here = async (plan: ReadPlan | null, chunk: Buffer, start: number, length: number): Promise<void> => {
-    if (plan !== null) await plan.runHere();
-    else await img.read(start, length, chunk);
+  /** Whether to stop queuing chunks: one failed, or a queued write did. */
+  const stopping = (): boolean => failure !== null || (writer as OutputWriter | null)?.failed === true;
+
+  /** Writes `chunk` from this thread (no writer thread): non-zero spans through the thread pool. */
+  const writeHere = async (chunk: Buffer, start: number): Promise<void> => {
     const writes: Promise<void>[] = [];
     for (const [from, to] of nonZeroSpans(chunk, start)) writes.push(out.write(chunk, from, to, start + from));
     const results = await Promise.allSettled(writes);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   };
-  const copyChunk = async (start: number, length: number): Promise<void> => {
-    const chunk = buffers.take(length);
-    try {
-      const plan = new ReadPlan(chunk);
-      await img.planRead(start, length, plan);
-      const pool = plan.hasDecode ? options.pool() : null;
-      if (pool === null) return await here(plan, chunk, start, length);
-      await plan.settleLocal();
-      const reply = await pool.copy({
-        chunk: chunk.buffer as SharedArrayBuffer, length, ops: plan.ops(), outFd: out.fd, outPosition: start, writeLock,
-      });
-      // The pool broke: this chunk on this thread.
-      if (reply === null) return await here(null, chunk, start, length);
-      const files = plan.filesByFd();
-      for (const [fd, reads, bytes] of reply.reads) {
-        const f = files.get(fd);
-        if (f !== undefined) {
-          f.counters.reads += reads;
-          f.counters.bytesRead += bytes;
-        }
+  const copyChunk = async (slot: number, start: number, length: number): Promise<void> => {
+    const chunk = (views[slot] as Buffer).subarray(0, length);
+    const plan = new ReadPlan(chunk, { syncReads: true });
+    await img.planRead(start, length, plan);
+    const pool = plan.hasDecode ? options.pool() : null;
+    if (pool === null) {
+      await plan.runHere();
+      if (options.writerThread) {
+        writer ??= new OutputWriter(out.fd, slots, writeLock);
+        writer.write(slot, 0, length, start);
+      } else {
+        await writeHere(chunk, start);
       }
-      if (reply.error !== null) throw plan.error(reply.error, out.destination);
-    } finally {
-      buffers.give(chunk);
+      return;
+    }
+    await plan.settleLocal();
+    const reply = await pool.copy({
+      chunk: slots[slot] as SharedArrayBuffer, length, ops: plan.ops(), outFd: out.fd, outPosition: start, writeLock,
+    });
+    // The pool broke: this chunk on this thread.
+    if (reply === null) {
+      await img.read(start, length, chunk);
+      return writeHere(chunk, start);
+    }
+    const files = plan.filesByFd();
+    for (const [fd, reads, bytes] of reply.reads) {
+      const f = files.get(fd);
+      if (f !== undefined) {
+        f.counters.reads += reads;
+        f.counters.bytesRead += bytes;
+      }
+    }
+    if (reply.error !== null) throw plan.error(reply.error, out.destination);
+  };
+  /** A slot to fill: one this thread is done with and whose queued writes are over. */
+  const takeSlot = async (): Promise<number> => {
+    for (;;) {
+      const w = writer as OutputWriter | null;
+      const k = w === null ? (free.length > 0 ? 0 : -1) : free.findIndex((s) => w.isIdle(s));
+      if (k >= 0) return free.splice(k, 1)[0] as number;
+      if (free.length > 0 && w !== null) await w.idle(free[0] as number);
+      else await inFlight.shift()?.catch(() => undefined);
     }
   };
   try {
@@ -74,17 +105,29 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       for (let o = run.start; o < run.start + run.length; o += options.chunkSize) {
         const len = Math.min(options.chunkSize, run.start + run.length - o);
         const end = o + len;
-        const p = copyChunk(o, len).then(() => options.onProgress?.(end, total));
+        const slot = await takeSlot();
+        if (stopping()) break;
+        const p = copyChunk(slot, o, len).then(() => options.onProgress?.(end, total)).finally(() => free.push(slot));
         p.catch((e: unknown) => {
           if (failure === null) failure = e;
         });
         inFlight.push(p);
         if (inFlight.length >= options.inFlight) await inFlight.shift()?.catch(() => undefined);
-        if (failure !== null) throw failure;
       }
+      if (stopping()) break;
     }
+  } catch (e) {
+    if (failure === null) failure = e;
   } finally {
     await Promise.allSettled(inFlight);
   }
-  if (failure !== null) throw failure;
+  const w = writer as OutputWriter | null;
+  if (failure !== null) {
+    await w?.cancel();
+    throw failure;
+  }
+  if (w !== null) {
+    const r = await w.finish();
+    if (r.error !== null) throw new IoError('IO_WRITE', `'${out.destination}': ${r.error}`, { file: out.destination });
+  }
 }

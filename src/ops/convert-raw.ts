@@ -6,7 +6,7 @@
  */
 import type { Image } from '../image.js';
 import { RawOutput } from '../io/raw-output.js';
-import { workerPool } from '../formats/workers/pool.js';
+import { workerPool, workersAllowed } from '../formats/workers/pool.js';
 import { convertChunks } from './convert-parallel.js';
 
 /** Progress callback: bytes of the guest covered so far, and the total. */
@@ -21,8 +21,8 @@ export interface ConvertOptions {
   readonly chunkSize?: number;
   readonly inFlight?: number;
   /**
-   * Whether chunks with compressed clusters may go to worker threads (default: with two
-   * or more cores; `VDISK_DECODE_WORKERS=0` turns workers off).
+   * Whether worker threads may be used — for chunks with compressed clusters, and to write
+   * the output (default: with two or more cores; `VDISK_DECODE_WORKERS=0` turns workers off).
    */
   readonly workers?: boolean;
 }
@@ -36,6 +36,7 @@ export async function convertToRaw(img: Image, destination: string, options: Con
       chunkSize: options.chunkSize ?? 2 * 1024 * 1024,
       inFlight: Math.max(1, options.inFlight ?? 8),
       pool: options.workers === false ? () => null : workerPool,
+      writerThread: options.workers !== false && workersAllowed(),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     await out.commit(options.sync === true);

@@ -25,7 +25,16 @@ export class ReadPlan implements ReadSink {
   /** Whether the plan decodes a compressed cluster (work worth a worker thread). */
   hasDecode = false;
 
-  constructor(private readonly dst: Uint8Array) {}
+  private readonly syncReads: boolean;
+
+  /**
+   * A plan filling `dst`. With `syncReads`, {@link runHere} reads files that can read
+   * synchronously that way (a conversion's page-cache reads: cheaper for this thread than a
+   * thread-pool round trip each); otherwise all reads go through the thread pool.
+   */
+  constructor(private readonly dst: Uint8Array, options: { readonly syncReads?: boolean } = {}) {
+    this.syncReads = options.syncReads === true;
+  }
 
   zero(at: number, n: number): void {
     this.push(OP_ZERO, 0, 0, n, at, 0, 0, null);
@@ -63,7 +72,7 @@ export class ReadPlan implements ReadSink {
     this.hasDecode = true;
   }
 
-  /** Carries the plan out on this thread instead (reads in flight together); throws the first failure. */
+  /** Carries the plan out on this thread instead (asynchronous reads in flight together); throws the first failure. */
   async runHere(): Promise<void> {
     const w = this.words;
     for (let i = 0; i < this.count; i++) {
@@ -72,7 +81,7 @@ export class ReadPlan implements ReadSink {
       const length = w[o + 3] as number;
       const src = this.sources[i] ?? null;
       if (w[o] === OP_ZERO) this.dst.fill(0, at, at + length);
-      else if (src?.kind === 'read') this.track(src.file.read(this.dst, w[o + 2] as number, length, at));
+      else if (src?.kind === 'read') this.read(src.file, w[o + 2] as number, length, at);
       else if (src?.kind === 'decode') this.track(src.extent.clusterInto(this.dst, at));
     }
     await this.settleLocal();
@@ -111,6 +120,18 @@ export class ReadPlan implements ReadSink {
       if (f !== null && f.fd !== undefined) m.set(f.fd, f);
     }
     return m;
+  }
+
+  private read(file: RandomAccessFile, position: number, length: number, at: number): void {
+    if (!this.syncReads || file.readSync === undefined) {
+      this.track(file.read(this.dst, position, length, at));
+      return;
+    }
+    try {
+      file.readSync(this.dst, position, length, at);
+    } catch (e) {
+      this.track(Promise.reject(e)); // reported by settleLocal, after the parts in flight
+    }
   }
 
   private track(p: Promise<void>): void {

@@ -6,6 +6,8 @@
  *   `qemu-img convert -c` writes them) are read with one read.
  * - `copy`: fills one conversion chunk from its read plan (file reads, whole compressed
  *   clusters, zeroes), then writes the chunk's non-zero 4 KiB blocks to the output.
+ * - `writer`: writes the non-zero blocks of chunks the main thread filled, from a queue in
+ *   shared memory, until the queue is closed (writer-loop.ts).
  *
  * The main thread keeps every check and every typed error; a worker only reports what
  * failed, as text.
@@ -15,6 +17,7 @@ import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
 import { SPARSE_BLOCK, nonZeroSpans } from '../../io/zero-blocks.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
+import { runWriter } from './writer-loop.js';
 import {
   OP_DECODE,
   OP_READ,
@@ -37,6 +40,7 @@ if (port === null) throw new Error('format-worker.js runs on a worker thread');
 
 port.on('message', (m: WorkerRequest) => {
   if (m.kind === 'decode') void decode(m).then((reply) => port.postMessage(reply));
+  else if (m.kind === 'writer') port.postMessage(runWriter(m));
   else void copy(m).then((reply) => port.postMessage(reply));
 });
 

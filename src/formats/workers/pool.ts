@@ -25,6 +25,11 @@ function workerThreads(): typeof import('node:worker_threads') {
   return createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
 }
 
+/** Starts one worker thread running format-worker.js (the pool's, or an output writer). */
+export function spawnFormatWorker(): Worker {
+  return new (workerThreads().Worker)(new URL('./format-worker.js', import.meta.url));
+}
+
 /** The worker threads. */
 export class WorkerPool {
   private readonly slots: Slot[] = [];
@@ -33,7 +38,7 @@ export class WorkerPool {
 
   constructor(size: number) {
     for (let i = 0; i < size; i++) {
-      const worker = new (workerThreads().Worker)(new URL('./format-worker.js', import.meta.url));
+      const worker = spawnFormatWorker();
       const slot: Slot = { worker, busy: 0, inFlight: new Map() };
       worker.on('message', (m: WorkerReply) => this.settle(slot, m.id, m));
       worker.on('error', () => this.fail());
@@ -126,11 +131,15 @@ export function countWorkerDecodes(n: number): void {
  */
 export function workerPool(): WorkerPool | null {
   if (pool !== null) return pool.broken ? null : pool;
-  const cores = availableParallelism();
-  if (cores < 2 || process.env['VDISK_DECODE_WORKERS'] === '0') return null;
-  pool = new WorkerPool(Math.min(2, cores));
+  if (!workersAllowed()) return null;
+  pool = new WorkerPool(Math.min(2, availableParallelism()));
   stats.workers = pool.size;
   return pool;
+}
+
+/** Whether worker threads may be used: two or more cores, and not `VDISK_DECODE_WORKERS=0`. */
+export function workersAllowed(): boolean {
+  return availableParallelism() >= 2 && process.env['VDISK_DECODE_WORKERS'] !== '0';
 }
 
 /** The pool if it runs, without starting it. */

@@ -1,9 +1,10 @@
 /**
  * The messages between the worker pool (pool.ts) and its workers (format-worker.ts).
  *
- * Two jobs: `decode` (compressed clusters of one image, for readers) and `copy` (one chunk
+ * Three jobs: `decode` (compressed clusters of one image, for readers), `copy` (one chunk
  * of a conversion: fill it from its read plan, then write its non-zero blocks to the
- * output). Files are passed as descriptors the main thread keeps open for the job's
+ * output) and `writer` (write the non-zero blocks of chunks the main thread filled, from a
+ * queue in shared memory). Files are passed as descriptors the main thread keeps open for the job's
  * duration; chunk memory is a `SharedArrayBuffer` the main thread does not touch meanwhile.
  */
 
@@ -58,7 +59,54 @@ export interface CopyRequest {
   readonly writeLock: SharedArrayBuffer;
 }
 
-export type WorkerRequest = DecodeRequest | CopyRequest;
+/**
+ * Starts a worker as the output writer of one conversion (writer.ts): it then serves a
+ * queue in shared memory until the queue is closed, and answers with {@link WriterEnd}.
+ *
+ * `control` holds {@link WRITER_CONTROL_WORDS} int32 at the `WRITER_*` indexes; `queue`
+ * holds {@link WRITER_ENTRY_WORDS} doubles per entry — chunk slot, `from`, `to`, output
+ * position of byte 0 of the chunk — and `pending` one int32 per slot: the entries of that
+ * slot not written yet. An entry asks for the non-zero 4 KiB blocks (aligned in the output)
+ * of bytes `[from, to)` of the slot's chunk to be written.
+ */
+export interface WriterStart {
+  readonly kind: 'writer';
+  readonly id: number;
+  readonly outFd: number;
+  readonly chunks: readonly SharedArrayBuffer[];
+  readonly control: SharedArrayBuffer;
+  readonly queue: SharedArrayBuffer;
+  readonly pending: SharedArrayBuffer;
+  /** The output's write lock (as {@link CopyRequest.writeLock}). */
+  readonly writeLock: SharedArrayBuffer;
+}
+
+/** Index of the writer's control words: entries published by the main thread. */
+export const WRITER_HEAD = 0;
+/** Entries the writer has finished. */
+export const WRITER_TAIL = 1;
+/** Bumped on every publish and on close: what the writer sleeps on. */
+export const WRITER_SEQ = 2;
+/** 1: no more entries will come. */
+export const WRITER_CLOSED = 3;
+/** 1: skip the remaining entries (the conversion failed). */
+export const WRITER_CANCELLED = 4;
+/** 1: a write failed; the entries after it were skipped. */
+export const WRITER_FAILED = 5;
+export const WRITER_CONTROL_WORDS = 6;
+export const WRITER_ENTRY_WORDS = 4;
+
+/** The writer's answer when its queue is closed and drained (its thread is free again). */
+export interface WriterEnd {
+  readonly kind: 'writer';
+  readonly id: number;
+  /** The first failed write, or null. */
+  readonly error: string | null;
+  /** Bytes written. */
+  readonly written: number;
+}
+
+export type WorkerRequest = DecodeRequest | CopyRequest | WriterStart;
 
 /** What failed in a job: a read or write (`io`), or the data of a compressed cluster. */
 export interface JobError {
@@ -90,4 +138,4 @@ export interface CopyReply {
   readonly written: number;
 }
 
-export type WorkerReply = DecodeReply | CopyReply;
+export type WorkerReply = DecodeReply | CopyReply | WriterEnd;
