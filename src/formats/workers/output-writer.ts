@@ -1,30 +1,38 @@
 /**
- * The output writer of a conversion, on a thread of its own: the main thread fills chunks
- * (page-cache reads, which cost it less than handing each read to the thread pool) and
- * queues each one here; the writer thread finds the zero blocks and writes the rest, one
- * write at a time (writer-loop.ts). Queuing is a few atomic stores in shared memory, not a
- * message or a promise per chunk, and the writes no longer wait for the main thread's event
- * loop between them, nor contend for the file's inode lock as concurrent writes on the
- * thread pool did.
+ * The output writer of a conversion, on a thread of its own: the main thread plans chunks
+ * and queues each one here, filled already or with its reads; the writer thread reads what
+ * it was given, finds the zero blocks and writes the rest, one write at a time
+ * (writer-loop.ts). Queuing is a few atomic stores in shared memory, not a message or a
+ * promise per chunk, and the writes no longer wait for the main thread's event loop between
+ * them, nor contend for the file's inode lock as concurrent writes on the thread pool did.
+ * The caller hands reads over while the writer keeps up ({@link backlog}), and does them
+ * itself otherwise, so both threads stay busy whichever side the work is on.
  *
  * Chunks live in a fixed set of shared slots; a slot may be refilled once {@link idle}
- * says its queued writes are done. When the writer thread cannot start or dies, the entries
- * it left are written by this thread, and so is everything queued after: the writer is an
- * accelerator, never a new way to fail.
+ * says its queued writes are done. Until the writer thread is up (a worker takes some
+ * 30 ms to start), and for good when it cannot start or dies, this thread does the work of
+ * each entry itself, synchronously — including what a dead writer left: the writer is an
+ * accelerator, never a wait or a new way to fail.
  */
 import type { Worker } from 'node:worker_threads';
-import { pwriteExactSync } from '../../io/pread-sync.js';
+import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
 import { nonZeroSpans } from '../../io/zero-blocks.js';
 import { spawnFormatWorker } from './pool.js';
 import {
+  OP_READ,
+  OP_WORDS,
+  OP_ZERO,
   WRITER_CANCELLED,
   WRITER_CLOSED,
   WRITER_CONTROL_WORDS,
   WRITER_ENTRY_WORDS,
   WRITER_FAILED,
   WRITER_HEAD,
+  WRITER_MAX_OPS,
+  WRITER_READY,
   WRITER_SEQ,
   WRITER_TAIL,
+  type JobError,
   type WorkerReply,
   type WriterEnd,
 } from './protocol.js';
@@ -33,11 +41,19 @@ import {
 type WaitAsync = (a: Int32Array, index: number, value: number) => { async: false; value: string } | { async: true; value: Promise<string> };
 const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
+/** Entries the queue holds (a chunk is one entry, or one per non-zero span when scanned here). */
+const QUEUE_ENTRIES = 1024;
+
 /** What the writer did, once finished. */
 export interface WriterResult {
-  /** The first failed write (entries after it were not written), or null. */
-  readonly error: string | null;
+  /**
+   * The first failure (entries after it were skipped), or null: an operation of the entry
+   * of `slot` (`index`), or its write (`index` -1).
+   */
+  readonly error: (JobError & { readonly slot: number }) | null;
   readonly written: number;
+  /** Reads made per descriptor (fd → [reads, bytes]), for the files' counters. */
+  readonly reads: readonly (readonly [number, number, number])[];
 }
 
 /** A writer thread serving one output. */
@@ -46,12 +62,14 @@ export class OutputWriter {
   private readonly queue: Float64Array;
   private readonly pending: Int32Array;
   private readonly chunks: Buffer[];
+  private readonly ops: Float64Array[];
   private worker: Worker | null = null;
   private head = 0;
   /** Set when the thread is gone: this thread writes instead. */
   private inline = false;
-  private inlineError: string | null = null;
+  private inlineError: (JobError & { slot: number }) | null = null;
   private inlineWritten = 0;
+  private readonly inlineReads = new Map<number, [number, number]>();
   private end: Promise<WriterEnd | null>;
 
   /**
@@ -64,9 +82,10 @@ export class OutputWriter {
     writeLock: SharedArrayBuffer,
   ) {
     this.chunks = slots.map((s) => Buffer.from(s));
+    const ops = slots.map(() => new SharedArrayBuffer(8 * OP_WORDS * WRITER_MAX_OPS));
+    this.ops = ops.map((o) => new Float64Array(o));
     this.pending = new Int32Array(new SharedArrayBuffer(4 * slots.length));
-    // One entry per slot at most is ever pending, so the queue never fills.
-    this.queue = new Float64Array(new SharedArrayBuffer(8 * WRITER_ENTRY_WORDS * slots.length));
+    this.queue = new Float64Array(new SharedArrayBuffer(8 * WRITER_ENTRY_WORDS * QUEUE_ENTRIES));
     let settle: (r: WriterEnd | null) => void = () => undefined;
     this.end = new Promise((r) => {
       settle = r;
@@ -92,7 +111,7 @@ export class OutputWriter {
     worker.on('error', lost);
     worker.on('exit', lost);
     worker.postMessage({
-      kind: 'writer', id: 0, outFd, chunks: slots, control: this.control.buffer as SharedArrayBuffer,
+      kind: 'writer', id: 0, outFd, chunks: slots, ops, control: this.control.buffer as SharedArrayBuffer,
       queue: this.queue.buffer as SharedArrayBuffer, pending: this.pending.buffer as SharedArrayBuffer, writeLock,
     });
   }
@@ -102,21 +121,55 @@ export class OutputWriter {
     return this.inlineError !== null || Atomics.load(this.control, WRITER_FAILED) !== 0;
   }
 
+  /** Entries queued and not finished: 0 means the writer thread waits for work. */
+  get backlog(): number {
+    return this.head - Atomics.load(this.control, WRITER_TAIL);
+  }
+
+  /** Whether an entry may carry `ops` (reads and zeroes only, at most `WRITER_MAX_OPS`). */
+  static canCarry(ops: Float64Array): boolean {
+    if (ops.length > OP_WORDS * WRITER_MAX_OPS) return false;
+    for (let o = 0; o < ops.length; o += OP_WORDS) if (ops[o] !== OP_READ && ops[o] !== OP_ZERO) return false;
+    return true;
+  }
+
+  /** Whether the queue has room for {@link write}. */
+  get full(): boolean {
+    return this.backlog >= QUEUE_ENTRIES;
+  }
+
+  /** Resolves when the queue has room again. */
+  async room(): Promise<void> {
+    for (;;) {
+      const tail = Atomics.load(this.control, WRITER_TAIL);
+      if (this.inline || this.head - tail < QUEUE_ENTRIES) return;
+      const w = waitAsync(this.control, WRITER_TAIL, tail);
+      if (w.async) await w.value;
+    }
+  }
+
   /**
-   * Queues bytes `[from, to)` of slot `slot`, whose byte 0 belongs at output offset
-   * `position`. The slot must not change until {@link idle} resolves for it.
+   * Queues slot `slot`: first filled by `ops` when given (see {@link canCarry}; the writer
+   * reads them), then the non-zero blocks of bytes `[from, to)` written, byte 0 at output
+   * offset `position` — or, when `scanned` (the caller found them non-zero), all of them.
+   * The queue must not be {@link full}; the slot must not change until {@link idle} says
+   * it is done.
    */
-  write(slot: number, from: number, to: number, position: number): void {
-    if (this.inline) {
-      this.writeHere(slot, from, to, position);
+  write(slot: number, from: number, to: number, position: number, ops: Float64Array | null = null, scanned = false): void {
+    const count = ops === null ? 0 : ops.length / OP_WORDS;
+    if (ops !== null) (this.ops[slot] as Float64Array).set(ops);
+    if (this.inline || Atomics.load(this.control, WRITER_READY) === 0) {
+      this.doHere(slot, from, to, position, count, scanned);
       return;
     }
-    const capacity = this.queue.length / WRITER_ENTRY_WORDS;
+    const capacity = QUEUE_ENTRIES;
     const e = (this.head % capacity) * WRITER_ENTRY_WORDS;
     this.queue[e] = slot;
     this.queue[e + 1] = from;
     this.queue[e + 2] = to;
     this.queue[e + 3] = position;
+    this.queue[e + 4] = count;
+    this.queue[e + 5] = scanned ? 1 : 0;
     Atomics.add(this.pending, slot, 1);
     Atomics.store(this.control, WRITER_HEAD, ++this.head);
     Atomics.add(this.control, WRITER_SEQ, 1);
@@ -157,19 +210,28 @@ export class OutputWriter {
     const w = this.worker;
     this.worker = null;
     if (w !== null) await w.terminate();
-    if (r === null) return { error: this.inlineError, written: this.inlineWritten };
-    return { error: r.error ?? this.inlineError, written: r.written + this.inlineWritten };
+    const reads = new Map(this.inlineReads);
+    for (const [fd, n, b] of r?.reads ?? []) {
+      const c = reads.get(fd) ?? [0, 0];
+      reads.set(fd, [c[0] + n, c[1] + b]);
+    }
+    return {
+      error: r?.error ?? this.inlineError,
+      written: (r?.written ?? 0) + this.inlineWritten,
+      reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const),
+    };
   }
 
   /** The thread is gone: write what it left, and everything from now on, here. */
   private goInline(): void {
     this.inline = true;
-    const capacity = this.queue.length / WRITER_ENTRY_WORDS;
+    const capacity = QUEUE_ENTRIES;
     for (let t = Atomics.load(this.control, WRITER_TAIL); t < this.head; t++) {
       const e = (t % capacity) * WRITER_ENTRY_WORDS;
       const slot = this.queue[e] as number;
       if (Atomics.load(this.control, WRITER_CANCELLED) === 0 && Atomics.load(this.control, WRITER_FAILED) === 0) {
-        this.writeHere(slot, this.queue[e + 1] as number, this.queue[e + 2] as number, this.queue[e + 3] as number);
+        const q = this.queue;
+        this.doHere(slot, q[e + 1] as number, q[e + 2] as number, q[e + 3] as number, q[e + 4] as number, q[e + 5] === 1);
       }
       Atomics.store(this.control, WRITER_TAIL, t + 1);
       Atomics.sub(this.pending, slot, 1);
@@ -177,13 +239,34 @@ export class OutputWriter {
     }
   }
 
-  private writeHere(slot: number, from: number, to: number, position: number): void {
+  /** One entry on this thread: as the writer thread would do it. */
+  private doHere(slot: number, from: number, to: number, position: number, count: number, scanned: boolean): void {
     if (this.inlineError !== null) return;
     const chunk = this.chunks[slot] as Buffer;
-    for (const [a, b] of nonZeroSpans(chunk, position, from, to)) {
+    const ops = this.ops[slot] as Float64Array;
+    for (let i = 0; i < count; i++) {
+      const o = i * OP_WORDS;
+      const fd = ops[o + 1] as number;
+      const length = ops[o + 3] as number;
+      const at = ops[o + 4] as number;
+      if (ops[o] === OP_ZERO) {
+        chunk.fill(0, at, at + length);
+        continue;
+      }
+      const failed = preadExactSync(fd, chunk.subarray(at, at + length), ops[o + 2] as number, length);
+      if (failed !== null) {
+        this.inlineError = { slot, index: i, io: true, message: failed };
+        return;
+      }
+      const r = this.inlineReads.get(fd) ?? [0, 0];
+      r[0]++;
+      r[1] += length;
+      this.inlineReads.set(fd, r);
+    }
+    for (const [a, b] of scanned ? [[from, to] as const] : nonZeroSpans(chunk, position, from, to)) {
       const failed = pwriteExactSync(this.outFd, chunk, a, b - a, position + a);
       if (failed !== null) {
-        this.inlineError = failed;
+        this.inlineError = { slot, index: -1, io: true, message: failed };
         return;
       }
       this.inlineWritten += b - a;

@@ -65,15 +65,20 @@ export interface CopyRequest {
  *
  * `control` holds {@link WRITER_CONTROL_WORDS} int32 at the `WRITER_*` indexes; `queue`
  * holds {@link WRITER_ENTRY_WORDS} doubles per entry — chunk slot, `from`, `to`, output
- * position of byte 0 of the chunk — and `pending` one int32 per slot: the entries of that
- * slot not written yet. An entry asks for the non-zero 4 KiB blocks (aligned in the output)
- * of bytes `[from, to)` of the slot's chunk to be written.
+ * position of byte 0 of the chunk, number of operations, scanned (1 or 0) — and `pending`
+ * one int32 per slot: the entries of that slot not finished yet. An entry asks for the
+ * slot's chunk to be filled first by its operations, when it has any (`ops[slot]`, in the
+ * form of {@link CopyRequest.ops}, reads and zeroes only), then for the non-zero 4 KiB
+ * blocks (aligned in the output) of bytes `[from, to)` to be written — or, when the main
+ * thread has scanned it already, for `[from, to)` to be written as it is.
  */
 export interface WriterStart {
   readonly kind: 'writer';
   readonly id: number;
   readonly outFd: number;
   readonly chunks: readonly SharedArrayBuffer[];
+  /** Per slot: room for {@link WRITER_MAX_OPS} operations. */
+  readonly ops: readonly SharedArrayBuffer[];
   readonly control: SharedArrayBuffer;
   readonly queue: SharedArrayBuffer;
   readonly pending: SharedArrayBuffer;
@@ -93,17 +98,23 @@ export const WRITER_CLOSED = 3;
 export const WRITER_CANCELLED = 4;
 /** 1: a write failed; the entries after it were skipped. */
 export const WRITER_FAILED = 5;
-export const WRITER_CONTROL_WORDS = 6;
-export const WRITER_ENTRY_WORDS = 4;
+/** 1: the writer thread serves the queue (until then the main thread writes itself). */
+export const WRITER_READY = 6;
+export const WRITER_CONTROL_WORDS = 7;
+export const WRITER_ENTRY_WORDS = 6;
+/** Operations an entry may carry. */
+export const WRITER_MAX_OPS = 512;
 
 /** The writer's answer when its queue is closed and drained (its thread is free again). */
 export interface WriterEnd {
   readonly kind: 'writer';
   readonly id: number;
-  /** The first failed write, or null. */
-  readonly error: string | null;
+  /** The first failure (entries after it were skipped), or null; `index` -1 is the write. */
+  readonly error: (JobError & { readonly slot: number }) | null;
   /** Bytes written. */
   readonly written: number;
+  /** Reads made per descriptor (fd → [reads, bytes]), for the files' counters. */
+  readonly reads: readonly (readonly [number, number, number])[];
 }
 
 export type WorkerRequest = DecodeRequest | CopyRequest | WriterStart;
