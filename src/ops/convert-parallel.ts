@@ -9,7 +9,7 @@
  *   chunks. While the writer keeps up, it also does the chunk's reads; when it falls
  *   behind, this thread reads the chunk itself first, with synchronous page-cache reads (a
  *   read handed to the thread pool cost this thread about as much as doing it, plus the
- *   wait).
+ *   wait). In a compressed image whose pool already runs, these chunks go to the pool too.
  *
  * The result is the same file either way (the same 4 KiB zero detection, aligned in the
  * output). Without worker threads (one core, `VDISK_DECODE_WORKERS=0`, `workers: false`)
@@ -19,7 +19,7 @@ import type { Image } from '../image.js';
 import { IoError } from '../errors.js';
 import type { RawOutput } from '../io/raw-output.js';
 import type { RandomAccessFile } from '../io/random-access-file.js';
-import type { WorkerPool } from '../formats/workers/pool.js';
+import { runningPool, type WorkerPool } from '../formats/workers/pool.js';
 import { OutputWriter } from '../formats/workers/output-writer.js';
 import { ReadPlan } from '../status/read-plan.js';
 import { nonZeroSpans } from '../io/zero-blocks.js';
@@ -45,9 +45,12 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   const free = slots.map((_, i) => i);
   const inFlight: Promise<void>[] = [];
   const writeLock = new SharedArrayBuffer(4);
-  // Started before the walk: a worker takes ~30 ms to come up, during which this thread
-  // writes itself (measured: W5 0.92 against 1.03 s started at the first chunk).
-  const writer = options.writerThread ? new OutputWriter(out.fd, slots, writeLock) : null;
+  /**
+   * Started with the first chunk without compressed clusters, unless the pool runs by then (a
+   * compressed image: its other chunks go to the pool too, rather than a third worker
+   * costing ~40 ms of CPU to start). Until it is up (~30 ms) this thread does its work.
+   */
+  let writer: OutputWriter | null = null;
   let failure: unknown = null;
   /** The plan of each slot's chunk (a writer's failure names a slot), and the files of the reads handed to it. */
   const handed: Array<ReadPlan | null> = slots.map(() => null);
@@ -66,7 +69,11 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
     const chunk = (views[slot] as Buffer).subarray(0, length);
     const plan = new ReadPlan(chunk, { syncReads: true });
     await img.planRead(start, length, plan);
-    const pool = plan.hasDecode ? options.pool() : null;
+    let pool = plan.hasDecode ? options.pool() : null;
+    if (pool === null && writer === null && options.writerThread) {
+      pool = runningPool();
+      if (pool === null) writer = new OutputWriter(out.fd, slots, writeLock);
+    }
     if (pool === null) {
       const w = writer;
       handed[slot] = plan;
@@ -140,7 +147,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   } finally {
     await Promise.allSettled(inFlight);
   }
-  const w = writer;
+  const w = writer as OutputWriter | null; // assigned in copyChunk
   if (failure !== null) {
     await w?.cancel();
     throw failure;
