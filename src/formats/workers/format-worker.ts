@@ -5,7 +5,8 @@
  *   decompresses each straight into its target (a shared buffer of the caller's). Payloads that lie close together in the file (as
  *   `qemu-img convert -c` writes them) are read with one read.
  * - `copy`: fills one conversion chunk from its read plan (file reads, whole compressed
- *   clusters, zeroes), then writes the chunk's non-zero 4 KiB blocks to the output.
+ *   clusters, zeroes), then writes the chunk's non-zero 4 KiB blocks to the output
+ *   (copy-job.ts).
  * - `writer`: writes the non-zero blocks of chunks the main thread filled, from a queue in
  *   shared memory, until the queue is closed (writer-loop.ts).
  *
@@ -13,18 +14,12 @@
  * failed, as text.
  */
 import { parentPort } from 'node:worker_threads';
-import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
-import { SPARSE_BLOCK, nonZeroSpans } from '../../io/zero-blocks.js';
+import { preadExactSync } from '../../io/pread-sync.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
 import { runWriter } from './writer-loop.js';
+import { runCopyJob } from './copy-job.js';
 import {
-  OP_DECODE,
-  OP_READ,
-  OP_WORDS,
-  OP_ZERO,
-  type CopyReply,
-  type CopyRequest,
   type DecodeReply,
   type DecodeRequest,
   type JobError,
@@ -41,7 +36,7 @@ if (port === null) throw new Error('format-worker.js runs on a worker thread');
 port.on('message', (m: WorkerRequest) => {
   if (m.kind === 'decode') void decode(m).then((reply) => port.postMessage(reply));
   else if (m.kind === 'writer') port.postMessage(runWriter(m));
-  else void copy(m).then((reply) => port.postMessage(reply));
+  else void runCopyJob(m).then((reply) => port.postMessage(reply));
 });
 
 async function decode(m: DecodeRequest): Promise<DecodeReply> {
@@ -83,88 +78,4 @@ async function decode(m: DecodeRequest): Promise<DecodeReply> {
     i = j;
   }
   return { kind: 'decode', id: m.id, errors, reads, bytesRead };
-}
-
-/** Payload buffer of the copy jobs, grown as needed. */
-let payloadBuf = new Uint8Array(256 * 1024);
-
-async function copy(m: CopyRequest): Promise<CopyReply> {
-  const chunk = Buffer.from(m.chunk, 0, m.length);
-  const reads = new Map<number, [number, number]>();
-  const count = (fd: number, bytes: number): void => {
-    const r = reads.get(fd) ?? [0, 0];
-    r[0]++;
-    r[1] += bytes;
-    reads.set(fd, r);
-  };
-  const reply = (error: JobError | null, written: number): CopyReply => ({
-    kind: 'copy', id: m.id, error, written, reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const),
-  });
-  // Each part is scanned for zero blocks and written as soon as it is filled, while its
-  // bytes are still in the CPU's caches (a whole 2 MiB chunk written at the end is read
-  // back from memory: measured twice the system time per byte written).
-  const lock = new Int32Array(m.writeLock);
-  let written = 0;
-  let scanPos = 0;
-  const write = (from: number, to: number): string | null => {
-    while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
-    try {
-      return pwriteExactSync(m.outFd, chunk, from, to - from, m.outPosition + from);
-    } finally {
-      Atomics.store(lock, 0, 0);
-      Atomics.notify(lock, 0, 1);
-      written += to - from;
-    }
-  };
-  /** Writes the non-zero spans of the output-aligned 4 KiB blocks that end at or before `limit`. */
-  const scanTo = (limit: number): string | null => {
-    const end = limit >= m.length ? m.length : limit - ((m.outPosition + limit) % SPARSE_BLOCK);
-    if (end <= scanPos) return null;
-    for (const [from, to] of nonZeroSpans(chunk, m.outPosition, scanPos, end)) {
-      const failed = write(from, to);
-      if (failed !== null) return failed;
-    }
-    scanPos = end;
-    return null;
-  };
-  const nOps = m.ops.length / OP_WORDS;
-  for (let i = 0; i < nOps; i++) {
-    const o = i * OP_WORDS;
-    const kind = m.ops[o] as number;
-    const fd = m.ops[o + 1] as number;
-    const host = m.ops[o + 2] as number;
-    const length = m.ops[o + 3] as number;
-    const at = m.ops[o + 4] as number;
-    let end = at + length;
-    if (kind === OP_ZERO) {
-      chunk.fill(0, at, at + length);
-    } else if (kind === OP_READ) {
-      const failed = preadExactSync(fd, chunk.subarray(at, at + length), host, length);
-      if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
-      count(fd, length);
-    } else if (kind === OP_DECODE) {
-      const compressionType = m.ops[o + 5] as number;
-      const clusterSize = m.ops[o + 6] as number;
-      end = at + clusterSize;
-      if (compressionType === COMPRESSION_ZSTD) await loadZstd();
-      if (payloadBuf.length < length) payloadBuf = new Uint8Array(length);
-      const payload = payloadBuf.subarray(0, length);
-      const failed = preadExactSync(fd, payload, host, length);
-      if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
-      count(fd, length);
-      try {
-        decodeClusterInto(payload, chunk.subarray(at, end), compressionType);
-      } catch (e) {
-        return reply({ index: i, io: false, message: e instanceof Error ? e.message : String(e) }, written);
-      }
-    }
-    // The plan fills the chunk in order (parts done by the main thread lie before `at`).
-    if (i === nOps - 1 || (m.ops[o + OP_WORDS + 4] as number) >= end) {
-      const failed = scanTo(end);
-      if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
-    }
-  }
-  const failed = scanTo(m.length);
-  if (failed !== null) return reply({ index: -1, io: true, message: failed }, written);
-  return reply(null, written);
 }
