@@ -108,6 +108,11 @@ export class L2Cache {
     return t;
   }
 
+  /** Whether a read of the table at `offset` is under way. */
+  isLoading(offset: number): boolean {
+    return this.loading.has(offset);
+  }
+
   /** Loads the table at `offset` (one read), caching it. */
   load(offset: number): Promise<L2Table> {
     const cached = this.peek(offset);

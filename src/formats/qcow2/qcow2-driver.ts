@@ -394,6 +394,11 @@ export class Qcow2Driver implements BlockDriver {
     return this.l2Cache.loadSync(l2Offset) !== undefined;
   }
 
+  /** Whether a read of the L2 table at `l2Offset` is under way (a read-ahead's). */
+  l2Loading(l2Offset: number): boolean {
+    return this.l2Cache.isLoading(l2Offset);
+  }
+
   private refuseL2BeyondEof(l2Offset: number): void {
     if (l2Offset + this.clusterSize > this.file.size) {
       throw new CorruptImageError(
