@@ -13,9 +13,13 @@ import { OP_DECODE, OP_READ, OP_WORDS, OP_ZERO, type CopyReply, type CopyRequest
 /** Payload buffer of the copy jobs, grown as needed. */
 let payloadBuf = new Uint8Array(256 * 1024);
 
+/** Gap between compressed payloads still read together, and the largest single read. */
+export const MAX_GAP = 64 * 1024;
+export const MAX_SPAN = 4 * 1024 * 1024;
+
 /**
- * Carries out one copy job (protocol.ts `CopyRequest`) on this thread, synchronously but for
- * loading the zstd decoder: the chunk's reads and decodes in order, each part scanned for
+ * Carries out one copy job (protocol.ts `CopyRequest`) on this thread, synchronously once
+ * the zstd decoder is loaded: the chunk's reads and decodes in order, each part scanned for
  * zero blocks and written as soon as it is filled.
  */
 export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
@@ -58,6 +62,46 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
     return null;
   };
   const nOps = m.ops.length / OP_WORDS;
+  // The decoder is loaded before the first operation: from there on the job runs without a
+  // pause, so two jobs of one thread never interleave over the shared `payloadBuf`.
+  for (let o = 0; o < m.ops.length; o += OP_WORDS) {
+    if (m.ops[o] === OP_DECODE && m.ops[o + 5] === COMPRESSION_ZSTD) {
+      await loadZstd();
+      break;
+    }
+  }
+  // `payloadBuf` holds bytes [spanStart, spanEnd) of file `spanFd`: the payloads of
+  // consecutive compressed clusters, read at once (`qemu-img convert -c` writes them one
+  // after the other: one read per chunk instead of one per cluster).
+  let spanFd = -1;
+  let spanStart = 0;
+  let spanEnd = 0;
+  /** Reads the payload of operation `i` (and those close after it) into `payloadBuf`; null, or what failed. */
+  const readPayloads = (i: number, fd: number, host: number, length: number): string | null => {
+    let e = host + length;
+    for (let j = i + 1; j < nOps; j++) {
+      const q = j * OP_WORDS;
+      if (m.ops[q] !== OP_DECODE || m.ops[q + 1] !== fd) break;
+      const s = m.ops[q + 2] as number;
+      const l = m.ops[q + 3] as number;
+      if (s < host || s > e + MAX_GAP || Math.max(e, s + l) - host > MAX_SPAN) break;
+      e = Math.max(e, s + l);
+    }
+    // A span that cannot be read is retried as this payload alone, so a failure names its cluster.
+    for (const end of e > host + length ? [e, host + length] : [e]) {
+      if (payloadBuf.length < end - host) payloadBuf = new Uint8Array(end - host);
+      const failed = preadExactSync(fd, payloadBuf.subarray(0, end - host), host, end - host);
+      if (failed === null) {
+        count(fd, end - host);
+        spanFd = fd;
+        spanStart = host;
+        spanEnd = end;
+        return null;
+      }
+      if (end === host + length) return failed;
+    }
+    return 'unreachable';
+  };
   for (let i = 0; i < nOps; i++) {
     const o = i * OP_WORDS;
     const kind = m.ops[o] as number;
@@ -76,12 +120,11 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
       const compressionType = m.ops[o + 5] as number;
       const clusterSize = m.ops[o + 6] as number;
       end = at + clusterSize;
-      if (compressionType === COMPRESSION_ZSTD) await loadZstd();
-      if (payloadBuf.length < length) payloadBuf = new Uint8Array(length);
-      const payload = payloadBuf.subarray(0, length);
-      const failed = preadExactSync(fd, payload, host, length);
-      if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
-      count(fd, length);
+      if (fd !== spanFd || host < spanStart || host + length > spanEnd) {
+        const failed = readPayloads(i, fd, host, length);
+        if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
+      }
+      const payload = payloadBuf.subarray(host - spanStart, host - spanStart + length);
       try {
         decodeClusterInto(payload, chunk.subarray(at, end), compressionType);
       } catch (e) {

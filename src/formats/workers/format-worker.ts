@@ -18,7 +18,7 @@ import { preadExactSync } from '../../io/pread-sync.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
 import { runWriter } from './writer-loop.js';
-import { runCopyJob } from './copy-job.js';
+import { MAX_GAP, MAX_SPAN, runCopyJob } from './copy-job.js';
 import {
   type DecodeReply,
   type DecodeRequest,
@@ -26,9 +26,6 @@ import {
   type WorkerRequest,
 } from './protocol.js';
 
-/** Gap between payloads still read together, and the largest single read. */
-const MAX_GAP = 64 * 1024;
-const MAX_SPAN = 4 * 1024 * 1024;
 
 const port = parentPort;
 if (port === null) throw new Error('format-worker.js runs on a worker thread');
