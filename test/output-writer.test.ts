@@ -4,17 +4,19 @@
  * entries carrying their reads, and entries already scanned give the expected sparse file
  * whether the thread serves them or (before it is up, or without it) the caller's thread
  * does; a failed write and a failed read are reported with the entry's slot and operation;
- * `cancel` skips what is queued. (Conversions through it are compared with qemu-img by the
- * conversion tests.)
+ * `cancel` skips what is queued; a writer thread that dies with entries queued, or cannot
+ * start, leaves them to the caller's thread, which writes them. (Conversions through it are
+ * compared with qemu-img by the conversion tests.)
  */
 import { open, readFile, stat, truncate } from 'node:fs/promises';
 import { openSync, closeSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from './helpers/cli.js';
 import { makeTempDir, removeTempDir } from './helpers/tmp.js';
-import { OP_READ, OP_WORDS, OP_ZERO } from '../src/formats/workers/protocol.js';
+import { OP_READ, OP_WORDS, OP_ZERO, WRITER_READY } from '../src/formats/workers/protocol.js';
 
 type WriterModule = typeof import('../src/formats/workers/output-writer.js');
 let W: WriterModule['OutputWriter'];
@@ -142,5 +144,37 @@ describe('OutputWriter', () => {
     closeSync(out);
     // The entry under way when cancelled is finished; the one queued after it is not.
     expect((await readFile(outPath)).equals(Buffer.alloc(4096, 1))).toBe(true);
+  });
+
+  it('writes on the caller\'s thread what a writer that died left queued, and whatever comes after', async () => {
+    // A stand-in writer: says it is up, takes nothing, and exits 300 ms later.
+    const dying = (): Worker =>
+      new Worker(
+        `const { parentPort } = require('node:worker_threads');
+         parentPort.once('message', (m) => { Atomics.store(new Int32Array(m.control), ${WRITER_READY}, 1); setTimeout(() => process.exit(3), 300); });`,
+        { eval: true },
+      );
+    const failing = (): Worker => {
+      throw new Error('no threads here');
+    };
+    for (const [name, spawn] of [['dying', dying], ['failing', failing]] as const) {
+      const outPath = path.join(dir, `${name}.raw`);
+      const out = openSync(outPath, 'w');
+      const slots = [0, 1].map(() => new SharedArrayBuffer(4096));
+      const w = new W(out, slots, new SharedArrayBuffer(4), spawn);
+      await new Promise((r) => setTimeout(r, 100)); // the stand-in is "up" by now
+      Buffer.from(slots[0] as SharedArrayBuffer).fill(1);
+      w.write(0, 0, 4096, 0);
+      if (name === 'dying') expect(w.isIdle(0)).toBe(false); // queued, and nobody takes it
+      await w.idle(0); // resolves once the caller's thread has written it
+      Buffer.from(slots[1] as SharedArrayBuffer).fill(2);
+      w.write(1, 0, 4096, 4096);
+      expect(w.isIdle(1)).toBe(true); // written at once now
+      const r = await w.finish();
+      closeSync(out);
+      expect(r.error).toBeNull();
+      expect(r.written).toBe(8192);
+      expect((await readFile(outPath)).equals(Buffer.concat([Buffer.alloc(4096, 1), Buffer.alloc(4096, 2)]))).toBe(true);
+    }
   });
 });

@@ -74,12 +74,14 @@ export class OutputWriter {
 
   /**
    * Starts the writer thread for the output `outFd`, writing from `slots` (the chunk
-   * buffers); `writeLock` is the output's write lock (protocol.ts).
+   * buffers); `writeLock` is the output's write lock (protocol.ts). `spawn` starts the
+   * thread (tests pass threads that fail).
    */
   constructor(
     private readonly outFd: number,
     slots: readonly SharedArrayBuffer[],
     writeLock: SharedArrayBuffer,
+    spawn: () => Worker = spawnFormatWorker,
   ) {
     this.chunks = slots.map((s) => Buffer.from(s));
     const ops = slots.map(() => new SharedArrayBuffer(8 * OP_WORDS * WRITER_MAX_OPS));
@@ -92,7 +94,7 @@ export class OutputWriter {
     });
     let worker: Worker;
     try {
-      worker = spawnFormatWorker();
+      worker = spawn();
     } catch {
       this.goInline();
       settle(null);
