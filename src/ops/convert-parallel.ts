@@ -100,8 +100,12 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
     const reply = await pool.copy({
       chunk: slots[slot] as SharedArrayBuffer, length, ops: plan.ops(), outFd: out.fd, outPosition: start, writeLock,
     });
-    // The pool broke: this chunk on this thread.
+    // The pool broke: this chunk on this thread. A worker stopped while it held the output's
+    // write lock would leave the writer thread waiting for ever: the lock is released here.
+    // (It only keeps writers from contending; two writers at once would still be correct.)
     if (reply === null) {
+      Atomics.store(new Int32Array(writeLock), 0, 0);
+      Atomics.notify(new Int32Array(writeLock), 0);
       await img.read(start, length, chunk);
       return writeHere(chunk, start);
     }
