@@ -70,6 +70,22 @@ export interface RandomAccessFile {
   close(): Promise<void>;
 }
 
+/**
+ * `file.read`, made with one synchronous read when the file can (`readSync`): for reads a
+ * caller waits for at once, where a thread-pool round trip costs more than the read.
+ * Returns null when the read is done; otherwise the promise of the read — the asynchronous
+ * one, or the synchronous one's failure (the same errors either way).
+ */
+export function readPreferSync(file: RandomAccessFile, buffer: Uint8Array, position: number, length: number, bufferOffset = 0): Promise<void> | null {
+  if (file.readSync === undefined) return file.read(buffer, position, length, bufferOffset);
+  try {
+    file.readSync(buffer, position, length, bufferOffset);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return null;
+}
+
 /** Fresh zeroed counters. */
 export function newCounters(): IoCounters {
   return { reads: 0, bytesRead: 0, holeProbes: 0 };

@@ -5,7 +5,7 @@
  * thread can do (parts of compressed clusters, files without a descriptor), which is done
  * here, into the same chunk, before the plan is sent.
  */
-import type { RandomAccessFile } from '../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../io/random-access-file.js';
 import { IoError } from '../errors.js';
 import { OP_DECODE, OP_READ, OP_WORDS, OP_ZERO, type JobError } from '../formats/workers/protocol.js';
 import type { CompressedExtent, ReadSink } from './read.js';
@@ -123,15 +123,8 @@ export class ReadPlan implements ReadSink {
   }
 
   private read(file: RandomAccessFile, position: number, length: number, at: number): void {
-    if (!this.syncReads || file.readSync === undefined) {
-      this.track(file.read(this.dst, position, length, at));
-      return;
-    }
-    try {
-      file.readSync(this.dst, position, length, at);
-    } catch (e) {
-      this.track(Promise.reject(e)); // reported by settleLocal, after the parts in flight
-    }
+    const p = this.syncReads ? readPreferSync(file, this.dst, position, length, at) : file.read(this.dst, position, length, at);
+    if (p !== null) this.track(p); // a failure is reported by settleLocal, after the parts in flight
   }
 
   private track(p: Promise<void>): void {

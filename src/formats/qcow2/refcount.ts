@@ -8,7 +8,7 @@
  * trip behind a walk's L2 read-ahead took 4–7 ms: the first mapping query waits for this).
  */
 import { CorruptImageError, hex } from '../../errors.js';
-import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
 
 /** Refcount lookup for one image. */
 export class RefcountReader {
@@ -80,7 +80,7 @@ export class RefcountReader {
       );
     }
     const buf = Buffer.allocUnsafeSlow(bytes);
-    await readNow(this.file, buf, this.tableOffset, bytes);
+    await readPreferSync(this.file, buf, this.tableOffset, bytes);
     const dv = new DataView(buf.buffer, buf.byteOffset, bytes);
     const t = new BigUint64Array(bytes / 8);
     for (let i = 0; i < t.length; i++) t[i] = dv.getBigUint64(i * 8);
@@ -100,7 +100,7 @@ export class RefcountReader {
       );
     }
     const buf = new Uint8Array(size);
-    await readNow(this.file, buf, offset, size);
+    await readPreferSync(this.file, buf, offset, size);
     if (this.blocks.size >= 8) {
       const first = this.blocks.keys().next();
       if (first.done !== true) this.blocks.delete(first.value);
@@ -108,17 +108,6 @@ export class RefcountReader {
     this.blocks.set(offset, buf);
     return buf;
   }
-}
-
-/** Reads with one synchronous read when the file can, else through its asynchronous read. */
-function readNow(file: RandomAccessFile, buf: Uint8Array, position: number, length: number): Promise<void> {
-  if (file.readSync === undefined) return file.read(buf, position, length);
-  try {
-    file.readSync(buf, position, length);
-  } catch (e) {
-    return Promise.reject(e);
-  }
-  return Promise.resolve();
 }
 
 /** Entry `i` of a refcount block with entries `2^order` bits wide, big-endian for whole bytes. */
