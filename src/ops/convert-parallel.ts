@@ -21,6 +21,8 @@ import type { RawOutput } from '../io/raw-output.js';
 import type { RandomAccessFile } from '../io/random-access-file.js';
 import { runningPool, type WorkerPool } from '../formats/workers/pool.js';
 import { OutputWriter } from '../formats/workers/output-writer.js';
+import type { ReadCountList } from '../formats/workers/read-counts.js';
+import { releaseWriteLock } from '../formats/workers/write-lock.js';
 import { ReadPlan } from '../status/read-plan.js';
 import { nonZeroSpans } from '../io/zero-blocks.js';
 
@@ -102,21 +104,12 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
     });
     // The pool broke: this chunk on this thread. A worker stopped while it held the output's
     // write lock would leave the writer thread waiting for ever: the lock is released here.
-    // (It only keeps writers from contending; two writers at once would still be correct.)
     if (reply === null) {
-      Atomics.store(new Int32Array(writeLock), 0, 0);
-      Atomics.notify(new Int32Array(writeLock), 0);
+      releaseWriteLock(new Int32Array(writeLock));
       await img.read(start, length, chunk);
       return writeHere(chunk, start);
     }
-    const files = plan.filesByFd();
-    for (const [fd, reads, bytes] of reply.reads) {
-      const f = files.get(fd);
-      if (f !== undefined) {
-        f.counters.reads += reads;
-        f.counters.bytesRead += bytes;
-      }
-    }
+    countReads(plan.filesByFd(), reply.reads);
     if (reply.error !== null) throw plan.error(reply.error, out.destination);
   };
   /** A slot to fill: one this thread is done with and whose queued writes are over. */
@@ -158,16 +151,21 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   }
   if (w !== null) {
     const r = await w.finish();
-    for (const [fd, reads, bytes] of r.reads) {
-      const f = handedFiles.get(fd);
-      if (f !== undefined) {
-        f.counters.reads += reads;
-        f.counters.bytesRead += bytes;
-      }
-    }
+    countReads(handedFiles, r.reads);
     if (r.error !== null) {
       const plan = handed[r.error.slot] ?? null;
       throw plan !== null ? plan.error(r.error, out.destination) : new IoError('IO_WRITE', `'${out.destination}': ${r.error.message}`, { file: out.destination });
+    }
+  }
+}
+
+/** Adds reads another thread made by descriptor to the counters of the files behind them. */
+function countReads(files: ReadonlyMap<number, RandomAccessFile>, reads: ReadCountList): void {
+  for (const [fd, n, bytes] of reads) {
+    const f = files.get(fd);
+    if (f !== undefined) {
+      f.counters.reads += n;
+      f.counters.bytesRead += bytes;
     }
   }
 }

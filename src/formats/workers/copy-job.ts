@@ -4,7 +4,9 @@
  * blocks under the output's write lock. Run by the pool's workers (format-worker.ts), and
  * by the main thread itself for its share of a compressed image's chunks (ops).
  */
-import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
+import { preadExactSync } from '../../io/pread-sync.js';
+import { ReadCounts } from './read-counts.js';
+import { pwriteLocked } from './write-lock.js';
 import { SPARSE_BLOCK, nonZeroSpans } from '../../io/zero-blocks.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
@@ -24,16 +26,8 @@ export const MAX_SPAN = 4 * 1024 * 1024;
  */
 export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
   const chunk = Buffer.from(m.chunk, 0, m.length);
-  const reads = new Map<number, [number, number]>();
-  const count = (fd: number, bytes: number): void => {
-    const r = reads.get(fd) ?? [0, 0];
-    r[0]++;
-    r[1] += bytes;
-    reads.set(fd, r);
-  };
-  const reply = (error: JobError | null, written: number): CopyReply => ({
-    kind: 'copy', id: m.id, error, written, reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const),
-  });
+  const reads = new ReadCounts();
+  const reply = (error: JobError | null, written: number): CopyReply => ({ kind: 'copy', id: m.id, error, written, reads: reads.list() });
   // Each part is scanned for zero blocks and written as soon as it is filled, while its
   // bytes are still in the CPU's caches (a whole 2 MiB chunk written at the end is read
   // back from memory: measured twice the system time per byte written).
@@ -41,14 +35,9 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
   let written = 0;
   let scanPos = 0;
   const write = (from: number, to: number): string | null => {
-    while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
-    try {
-      return pwriteExactSync(m.outFd, chunk, from, to - from, m.outPosition + from);
-    } finally {
-      Atomics.store(lock, 0, 0);
-      Atomics.notify(lock, 0, 1);
-      written += to - from;
-    }
+    const failed = pwriteLocked(lock, m.outFd, chunk, from, to - from, m.outPosition + from);
+    written += to - from;
+    return failed;
   };
   /** Writes the non-zero spans of the output-aligned 4 KiB blocks that end at or before `limit`. */
   const scanTo = (limit: number): string | null => {
@@ -92,7 +81,7 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
       if (payloadBuf.length < end - host) payloadBuf = new Uint8Array(end - host);
       const failed = preadExactSync(fd, payloadBuf.subarray(0, end - host), host, end - host);
       if (failed === null) {
-        count(fd, end - host);
+        reads.add(fd, end - host);
         spanFd = fd;
         spanStart = host;
         spanEnd = end;
@@ -115,7 +104,7 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
     } else if (kind === OP_READ) {
       const failed = preadExactSync(fd, chunk.subarray(at, at + length), host, length);
       if (failed !== null) return reply({ index: i, io: true, message: failed }, written);
-      count(fd, length);
+      reads.add(fd, length);
     } else if (kind === OP_DECODE) {
       const compressionType = m.ops[o + 5] as number;
       const clusterSize = m.ops[o + 6] as number;

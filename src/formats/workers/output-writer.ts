@@ -15,9 +15,9 @@
  * accelerator, never a wait or a new way to fail.
  */
 import type { Worker } from 'node:worker_threads';
-import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
-import { nonZeroSpans } from '../../io/zero-blocks.js';
 import { spawnFormatWorker } from './pool.js';
+import { ReadCounts, type ReadCountList } from './read-counts.js';
+import { runEntry, type EntryContext } from './writer-loop.js';
 import {
   OP_READ,
   OP_WORDS,
@@ -52,8 +52,8 @@ export interface WriterResult {
    */
   readonly error: (JobError & { readonly slot: number }) | null;
   readonly written: number;
-  /** Reads made per descriptor (fd → [reads, bytes]), for the files' counters. */
-  readonly reads: readonly (readonly [number, number, number])[];
+  /** Reads made per descriptor, for the files' counters. */
+  readonly reads: ReadCountList;
 }
 
 /** A writer thread serving one output. */
@@ -61,15 +61,14 @@ export class OutputWriter {
   private readonly control = new Int32Array(new SharedArrayBuffer(4 * WRITER_CONTROL_WORDS));
   private readonly queue: Float64Array;
   private readonly pending: Int32Array;
-  private readonly chunks: Buffer[];
   private readonly ops: Float64Array[];
   private worker: Worker | null = null;
   private head = 0;
   /** Set when the thread is gone: this thread writes instead. */
   private inline = false;
+  /** Entries done on this thread, and the first of them that failed. */
+  private readonly here: EntryContext;
   private inlineError: (JobError & { slot: number }) | null = null;
-  private inlineWritten = 0;
-  private readonly inlineReads = new Map<number, [number, number]>();
   private end: Promise<WriterEnd | null>;
 
   /**
@@ -78,14 +77,15 @@ export class OutputWriter {
    * thread (tests pass threads that fail).
    */
   constructor(
-    private readonly outFd: number,
+    outFd: number,
     slots: readonly SharedArrayBuffer[],
     writeLock: SharedArrayBuffer,
     spawn: () => Worker = spawnFormatWorker,
   ) {
-    this.chunks = slots.map((s) => Buffer.from(s));
     const ops = slots.map(() => new SharedArrayBuffer(8 * OP_WORDS * WRITER_MAX_OPS));
     this.ops = ops.map((o) => new Float64Array(o));
+    // Without the write lock, as before the thread is up or after it is gone.
+    this.here = { outFd, chunks: slots.map((s) => Buffer.from(s)), ops: this.ops, lock: null, reads: new ReadCounts(), written: 0 };
     this.pending = new Int32Array(new SharedArrayBuffer(4 * slots.length));
     this.queue = new Float64Array(new SharedArrayBuffer(8 * WRITER_ENTRY_WORDS * QUEUE_ENTRIES));
     let settle: (r: WriterEnd | null) => void = () => undefined;
@@ -212,16 +212,10 @@ export class OutputWriter {
     const w = this.worker;
     this.worker = null;
     if (w !== null) await w.terminate();
-    const reads = new Map(this.inlineReads);
-    for (const [fd, n, b] of r?.reads ?? []) {
-      const c = reads.get(fd) ?? [0, 0];
-      reads.set(fd, [c[0] + n, c[1] + b]);
-    }
-    return {
-      error: r?.error ?? this.inlineError,
-      written: (r?.written ?? 0) + this.inlineWritten,
-      reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const),
-    };
+    const reads = new ReadCounts();
+    reads.addList(this.here.reads.list());
+    reads.addList(r?.reads ?? []);
+    return { error: r?.error ?? this.inlineError, written: (r?.written ?? 0) + this.here.written, reads: reads.list() };
   }
 
   /** The thread is gone: write what it left, and everything from now on, here. */
@@ -244,34 +238,7 @@ export class OutputWriter {
   /** One entry on this thread: as the writer thread would do it. */
   private doHere(slot: number, from: number, to: number, position: number, count: number, scanned: boolean): void {
     if (this.inlineError !== null) return;
-    const chunk = this.chunks[slot] as Buffer;
-    const ops = this.ops[slot] as Float64Array;
-    for (let i = 0; i < count; i++) {
-      const o = i * OP_WORDS;
-      const fd = ops[o + 1] as number;
-      const length = ops[o + 3] as number;
-      const at = ops[o + 4] as number;
-      if (ops[o] === OP_ZERO) {
-        chunk.fill(0, at, at + length);
-        continue;
-      }
-      const failed = preadExactSync(fd, chunk.subarray(at, at + length), ops[o + 2] as number, length);
-      if (failed !== null) {
-        this.inlineError = { slot, index: i, io: true, message: failed };
-        return;
-      }
-      const r = this.inlineReads.get(fd) ?? [0, 0];
-      r[0]++;
-      r[1] += length;
-      this.inlineReads.set(fd, r);
-    }
-    for (const [a, b] of scanned ? [[from, to] as const] : nonZeroSpans(chunk, position, from, to)) {
-      const failed = pwriteExactSync(this.outFd, chunk, a, b - a, position + a);
-      if (failed !== null) {
-        this.inlineError = { slot, index: -1, io: true, message: failed };
-        return;
-      }
-      this.inlineWritten += b - a;
-    }
+    const failed = runEntry(this.here, slot, from, to, position, count, scanned);
+    if (failed !== null) this.inlineError = { ...failed, slot };
   }
 }

@@ -7,6 +7,7 @@
  * queue in shared memory). Files are passed as descriptors the main thread keeps open for the job's
  * duration; chunk memory is a `SharedArrayBuffer` the main thread does not touch meanwhile.
  */
+import type { ReadCountList } from './read-counts.js';
 
 /** A batch of compressed clusters of one image to read and decode. */
 export interface DecodeRequest {
@@ -52,7 +53,7 @@ export interface CopyRequest {
   readonly outFd: number;
   readonly outPosition: number;
   /**
-   * One int32 shared by the jobs of one output: a worker holds it while it writes, so two
+   * One int32 shared by the jobs of one output (write-lock.ts): a worker holds it while it writes, so two
    * workers never write the same file at once (measured: concurrent writers of one file
    * spent about half their time in the kernel, contending for the inode).
    */
@@ -114,7 +115,7 @@ export interface WriterEnd {
   /** Bytes written. */
   readonly written: number;
   /** Reads made per descriptor (fd → [reads, bytes]), for the files' counters. */
-  readonly reads: readonly (readonly [number, number, number])[];
+  readonly reads: ReadCountList;
 }
 
 export type WorkerRequest = DecodeRequest | CopyRequest | WriterStart;
@@ -144,7 +145,7 @@ export interface CopyReply {
   readonly id: number;
   readonly error: JobError | null;
   /** Reads made per descriptor (fd → [reads, bytes]), for the files' counters. */
-  readonly reads: readonly (readonly [number, number, number])[];
+  readonly reads: ReadCountList;
   /** Bytes written to the output. */
   readonly written: number;
 }

@@ -6,8 +6,10 @@
  * No message per chunk: the main thread publishes an entry with a few atomic stores, and
  * learns that a chunk is done from its slot's counter.
  */
-import { preadExactSync, pwriteExactSync } from '../../io/pread-sync.js';
+import { preadExactSync } from '../../io/pread-sync.js';
 import { nonZeroSpans } from '../../io/zero-blocks.js';
+import { ReadCounts } from './read-counts.js';
+import { pwriteLocked } from './write-lock.js';
 import {
   OP_READ,
   OP_WORDS,
@@ -25,56 +27,59 @@ import {
   type WriterStart,
 } from './protocol.js';
 
+/** What queue entries are carried out on, and what they did. */
+export interface EntryContext {
+  readonly outFd: number;
+  /** The chunk slots, and the room for each slot's operations. */
+  readonly chunks: readonly Buffer[];
+  readonly ops: readonly Float64Array[];
+  /** The output's write lock (write-lock.ts), or null to write without it. */
+  readonly lock: Int32Array | null;
+  readonly reads: ReadCounts;
+  written: number;
+}
+
+/**
+ * Carries out one queue entry (protocol.ts `WriterStart`): fills slot `slot` from its first
+ * `count` operations, then writes the non-zero blocks of `[from, to)` (all of it when
+ * `scanned`), byte 0 at output offset `position`; null, or what failed.
+ */
+export function runEntry(c: EntryContext, slot: number, from: number, to: number, position: number, count: number, scanned: boolean): JobError | null {
+  const chunk = c.chunks[slot] as Buffer;
+  const list = c.ops[slot] as Float64Array;
+  for (let i = 0; i < count; i++) {
+    const o = i * OP_WORDS;
+    const kind = list[o] as number;
+    const fd = list[o + 1] as number;
+    const length = list[o + 3] as number;
+    const at = list[o + 4] as number;
+    if (kind === OP_ZERO) chunk.fill(0, at, at + length);
+    else if (kind === OP_READ) {
+      const failed = preadExactSync(fd, chunk.subarray(at, at + length), list[o + 2] as number, length);
+      if (failed !== null) return { index: i, io: true, message: failed };
+      c.reads.add(fd, length);
+    } else return { index: i, io: false, message: `operation kind ${kind} is not the writer's` };
+  }
+  for (const [a, b] of scanned ? [[from, to] as const] : nonZeroSpans(chunk, position, from, to)) {
+    const failed = pwriteLocked(c.lock, c.outFd, chunk, a, b - a, position + a);
+    if (failed !== null) return { index: -1, io: true, message: failed };
+    c.written += b - a;
+  }
+  return null;
+}
+
 /** Serves the queue of `m` until it is closed and drained; blocks this thread meanwhile. */
 export function runWriter(m: WriterStart): WriterEnd {
   const control = new Int32Array(m.control);
   const queue = new Float64Array(m.queue);
   const pending = new Int32Array(m.pending);
-  const lock = new Int32Array(m.writeLock);
-  const chunks = m.chunks.map((c) => Buffer.from(c));
-  const ops = m.ops.map((o) => new Float64Array(o));
-  const reads = new Map<number, [number, number]>();
+  const c: EntryContext = {
+    outFd: m.outFd, chunks: m.chunks.map((b) => Buffer.from(b)), ops: m.ops.map((o) => new Float64Array(o)),
+    lock: new Int32Array(m.writeLock), reads: new ReadCounts(), written: 0,
+  };
   const capacity = queue.length / WRITER_ENTRY_WORDS;
   let tail = Atomics.load(control, WRITER_TAIL);
   let error: (JobError & { slot: number }) | null = null;
-  let written = 0;
-
-  /** Fills `chunk` from `count` operations of `list`; null, or what failed. */
-  const fill = (chunk: Buffer, list: Float64Array, count: number): JobError | null => {
-    for (let i = 0; i < count; i++) {
-      const o = i * OP_WORDS;
-      const kind = list[o] as number;
-      const fd = list[o + 1] as number;
-      const length = list[o + 3] as number;
-      const at = list[o + 4] as number;
-      if (kind === OP_ZERO) chunk.fill(0, at, at + length);
-      else if (kind === OP_READ) {
-        const failed = preadExactSync(fd, chunk.subarray(at, at + length), list[o + 2] as number, length);
-        if (failed !== null) return { index: i, io: true, message: failed };
-        const r = reads.get(fd) ?? [0, 0];
-        r[0]++;
-        r[1] += length;
-        reads.set(fd, r);
-      } else return { index: i, io: false, message: `operation kind ${kind} is not the writer's` };
-    }
-    return null;
-  };
-  /** Writes the non-zero blocks of `chunk[from, to)` (all of it when `scanned`); null, or what failed. */
-  const write = (chunk: Buffer, from: number, to: number, position: number, scanned: boolean): JobError | null => {
-    for (const [a, b] of scanned ? [[from, to] as const] : nonZeroSpans(chunk, position, from, to)) {
-      while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1);
-      let failed: string | null;
-      try {
-        failed = pwriteExactSync(m.outFd, chunk, a, b - a, position + a);
-      } finally {
-        Atomics.store(lock, 0, 0);
-        Atomics.notify(lock, 0, 1);
-      }
-      if (failed !== null) return { index: -1, io: true, message: failed };
-      written += b - a;
-    }
-    return null;
-  };
 
   Atomics.store(control, WRITER_READY, 1);
   for (;;) {
@@ -88,10 +93,8 @@ export function runWriter(m: WriterStart): WriterEnd {
     const e = (tail % capacity) * WRITER_ENTRY_WORDS;
     const slot = queue[e] as number;
     if (error === null && Atomics.load(control, WRITER_CANCELLED) === 0) {
-      const chunk = chunks[slot] as Buffer;
-      const failed =
-        fill(chunk, ops[slot] as Float64Array, queue[e + 4] as number) ??
-        write(chunk, queue[e + 1] as number, queue[e + 2] as number, queue[e + 3] as number, queue[e + 5] === 1);
+      const q = queue;
+      const failed = runEntry(c, slot, q[e + 1] as number, q[e + 2] as number, q[e + 3] as number, q[e + 4] as number, q[e + 5] === 1);
       if (failed !== null) {
         error = { ...failed, slot };
         Atomics.store(control, WRITER_FAILED, 1);
@@ -102,5 +105,5 @@ export function runWriter(m: WriterStart): WriterEnd {
     Atomics.sub(pending, slot, 1);
     Atomics.notify(pending, slot);
   }
-  return { kind: 'writer', id: m.id, error, written, reads: [...reads].map(([fd, [n, b]]) => [fd, n, b] as const) };
+  return { kind: 'writer', id: m.id, error, written: c.written, reads: c.reads.list() };
 }
