@@ -7,6 +7,7 @@
  * chunks, and batches that do not open the list.
  */
 import { describe, expect, it } from 'vitest';
+import { rng } from '../helpers/prng.js';
 import { asciiSink as sink } from '../helpers/ascii-sink.js';
 import { writeMapEntryJson } from '../../src/cli/format/map-format.js';
 import { writeMapBatchJson } from '../../src/cli/format/map-json-batch.js';
@@ -51,11 +52,7 @@ async function expectSameBytes(entries: readonly MapEntry[], capacity: number): 
 
 describe('writeMapBatchJson', () => {
   it('prints the per-entry printer\'s bytes for random entries', async () => {
-    let seed = 12345;
-    const r = (): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed / 2 ** 32;
-    };
+    const r = rng(12345);
     const entries: MapEntry[] = [];
     for (let i = 0; i < 20000; i++) {
       const a = Math.floor(r() * 8);

@@ -4,6 +4,7 @@
  */
 import { deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { rngInt } from '../../helpers/prng.js';
 import { CorruptImageError } from '../../../src/errors.js';
 import { decodeCompressedDescriptor, decompressCluster } from '../../../src/formats/qcow2/compressed.js';
 import { readZstdFrame } from '../../../src/formats/qcow2/zstd-frames.js';
@@ -14,11 +15,8 @@ const where = { file: 'c.qcow2', guestOffset: 0, hostOffset: 0x50000 };
 
 function pattern(n: number, seed = 1): Uint8Array {
   const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = i % 7 === 0 ? x >>> 24 : 0x41 + (i % 13);
-  }
+  const r = rngInt(seed);
+  for (let i = 0; i < n; i++) b[i] = i % 7 === 0 ? r(256) : 0x41 + (i % 13);
   return b;
 }
 

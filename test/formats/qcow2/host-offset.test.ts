@@ -6,6 +6,7 @@
  * error (HOSTILE-IMAGES.md §2, §6c) with its code.
  */
 import { describe, expect, it } from 'vitest';
+import { l2Words } from '../../helpers/l2-words.js';
 import { CorruptImageError, UnsupportedImageError } from '../../../src/errors.js';
 import { emptyRunMemo, getHostOffset, type HostMapping, type MappingGeometry, type RunMemo } from '../../../src/formats/qcow2/host-offset.js';
 import { SubclusterType } from '../../../src/formats/qcow2/l2-entry.js';
@@ -33,19 +34,10 @@ function geometry(clusterBits: number, o: { extendedL2?: boolean; version?: 2 | 
   };
 }
 
-/** Native (hi, lo) words of u64 values. */
-function words(values: readonly bigint[], total = values.length): Uint32Array {
-  const a = new Uint32Array(total * 2);
-  values.forEach((v, i) => {
-    a[2 * i] = Number(v >> 32n);
-    a[2 * i + 1] = Number(v & 0xffffffffn);
-  });
-  return a;
-}
 
 /** An extended L2 table: [entry, bitmap] pairs; bitmap = (zero bits << 32) | alloc bits. */
 function extWords(entries: ReadonlyArray<readonly [bigint, bigint]>, total: number): Uint32Array {
-  return words(entries.flatMap(([e, b]) => [e, b]), total * 2);
+  return l2Words(entries.flatMap(([e, b]) => [e, b]), total * 2);
 }
 const bitmap = (alloc: number, zero: number): bigint => (BigInt(zero >>> 0) << 32n) | BigInt(alloc >>> 0);
 
@@ -69,7 +61,7 @@ function outcome<T>(fn: () => T): T | { threw: string } {
  * Looks up with one L2 table at L2_AT (L1 entry 0); counts lookups. Standard tables are
  * looked up with their run list, and must answer exactly as the scan without one.
  */
-function lookup(g: MappingGeometry, l2: Uint32Array, offset: number, bytes: number, l1 = words([COPIED | BigInt(L2_AT)])) {
+function lookup(g: MappingGeometry, l2: Uint32Array, offset: number, bytes: number, l1 = l2Words([COPIED | BigInt(L2_AT)])) {
   let lookups = 0;
   const table = tableOf(g, l2);
   const r = () => getHostOffset(g, l1, (o) => {
@@ -105,65 +97,65 @@ describe('getHostOffset: runs within one L2 table (standard L2)', () => {
   const data = (i: number) => COPIED | BigInt(0x10000 + i * cs);
 
   it('contiguous normal clusters merge; a host gap ends the run', () => {
-    const l2 = words([data(0), data(1), data(2), COPIED | 0x40000n], 64);
+    const l2 = l2Words([data(0), data(1), data(2), COPIED | 0x40000n], 64);
     expect(lookup(g9, l2, 0, 1 << 20).r).toMatchObject({ type: SubclusterType.Normal, bytes: 3 * cs, hostOffset: 0x10000 });
   });
 
   it('an unaligned start inside a cluster shifts the host offset and shortens the run', () => {
-    const l2 = words([data(0), data(1), data(2), COPIED | 0x40000n], 64);
+    const l2 = l2Words([data(0), data(1), data(2), COPIED | 0x40000n], 64);
     expect(lookup(g9, l2, 100, 1 << 20).r).toMatchObject({ bytes: 3 * cs - 100, hostOffset: 0x10000 + 100 });
     expect(lookup(g9, l2, cs + 511, 1 << 20).r).toMatchObject({ bytes: cs + 1, hostOffset: 0x10000 + cs + 511 });
   });
 
   it('the run is capped by the request (bytes is a hint only for the cap)', () => {
-    const l2 = words([data(0), data(1), data(2)], 64);
+    const l2 = l2Words([data(0), data(1), data(2)], 64);
     expect(lookup(g9, l2, 0, 700).r.bytes).toBe(700);
     expect(lookup(g9, l2, 100, 700).r.bytes).toBe(700);
     expect(lookup(g9, l2, 100, 1).r.bytes).toBe(1);
   });
 
   it('never crosses the end of the L2 table', () => {
-    const l2 = words(Array.from({ length: 64 }, (_, i) => data(i)), 64);
+    const l2 = l2Words(Array.from({ length: 64 }, (_, i) => data(i)), 64);
     expect(lookup(g9, l2, 0, 1 << 30).r.bytes).toBe(64 * cs);
     expect(lookup(g9, l2, 60 * cs + 10, 1 << 30).r).toMatchObject({ bytes: 4 * cs - 10, hostOffset: 0x10000 + 60 * cs + 10 });
     expect(lookup(g9, l2, 63 * cs, 1 << 30).r.bytes).toBe(cs);
   });
 
   it('a second L1 entry maps the next 32 KiB through its own table', () => {
-    const l1 = words([0n, COPIED | BigInt(L2_AT)]);
-    const l2 = words([data(0)], 64);
+    const l1 = l2Words([0n, COPIED | BigInt(L2_AT)]);
+    const l2 = l2Words([data(0)], 64);
     expect(lookup(g9, l2, 64 * cs + 5, 1 << 20, l1).r).toMatchObject({ type: SubclusterType.Normal, bytes: cs - 5, hostOffset: 0x10005 });
   });
 
   it('zero-alloc clusters merge only when host-contiguous', () => {
-    const l2 = words([0x10001n, 0x10201n, 0x30001n], 64);
+    const l2 = l2Words([0x10001n, 0x10201n, 0x30001n], 64);
     expect(lookup(g9, l2, 0, 1 << 20).r).toMatchObject({ type: SubclusterType.ZeroAlloc, bytes: 2 * cs, hostOffset: 0x10000 });
   });
 
   it('zero-plain clusters merge regardless of offsets and have no host offset', () => {
-    const l2 = words([1n, COPIED | 1n, 1n, 0n], 64);
+    const l2 = l2Words([1n, COPIED | 1n, 1n, 0n], 64);
     expect(lookup(g9, l2, 10, 1 << 20).r).toMatchObject({ type: SubclusterType.ZeroPlain, bytes: 3 * cs - 10, hostOffset: 0 });
   });
 
   it('different zero kinds do not merge (ZeroPlain then ZeroAlloc, and back)', () => {
-    expect(lookup(g9, words([1n, 0x10201n], 64), 0, 1 << 20).r).toMatchObject({ type: SubclusterType.ZeroPlain, bytes: cs });
-    expect(lookup(g9, words([0x10001n, 1n], 64), 0, 1 << 20).r).toMatchObject({ type: SubclusterType.ZeroAlloc, bytes: cs });
+    expect(lookup(g9, l2Words([1n, 0x10201n], 64), 0, 1 << 20).r).toMatchObject({ type: SubclusterType.ZeroPlain, bytes: cs });
+    expect(lookup(g9, l2Words([0x10001n, 1n], 64), 0, 1 << 20).r).toMatchObject({ type: SubclusterType.ZeroAlloc, bytes: cs });
   });
 
   it('normal and zero-alloc do not merge even when contiguous', () => {
-    expect(lookup(g9, words([data(0), data(1) | 1n], 64), 0, 1 << 20).r.bytes).toBe(cs);
+    expect(lookup(g9, l2Words([data(0), data(1) | 1n], 64), 0, 1 << 20).r.bytes).toBe(cs);
   });
 
   it('unallocated entries merge up to the end of the table', () => {
-    const l2 = words([0n, COPIED, 0n], 64);
+    const l2 = l2Words([0n, COPIED, 0n], 64);
     expect(lookup(g9, l2, 0, 1 << 30).r).toMatchObject({ type: SubclusterType.UnallocatedPlain, bytes: 64 * cs, hostOffset: 0 });
-    const l2b = words([0n, 0n, data(2)], 64);
+    const l2b = l2Words([0n, 0n, data(2)], 64);
     expect(lookup(g9, l2b, 3, 1 << 30).r).toMatchObject({ type: SubclusterType.UnallocatedPlain, bytes: 2 * cs - 3 });
   });
 
   it('compressed clusters are answered one at a time, with the raw entry and no host offset', () => {
     const c0 = COMPRESSED | 0x12345n;
-    const l2 = words([c0, COMPRESSED | 0x22345n, COMPRESSED | 0x32345n], 64);
+    const l2 = l2Words([c0, COMPRESSED | 0x22345n, COMPRESSED | 0x32345n], 64);
     const { r } = lookup(g9, l2, 0, 1 << 20);
     expect(r).toMatchObject({ type: SubclusterType.Compressed, bytes: cs, hostOffset: 0 });
     expect([r.entryHi, r.entryLo]).toEqual([Number(c0 >> 32n), Number(c0 & 0xffffffffn)]);
@@ -171,30 +163,30 @@ describe('getHostOffset: runs within one L2 table (standard L2)', () => {
   });
 
   it('the L2 offset is taken from bits 9..55 of the L1 entry (flags and reserved bits ignored)', () => {
-    const l1 = words([0xff000000000001ffn | BigInt(L2_AT)]);
-    expect(lookup(g9, words([data(0)], 64), 0, cs, l1).r.type).toBe(SubclusterType.Normal);
+    const l1 = l2Words([0xff000000000001ffn | BigInt(L2_AT)]);
+    expect(lookup(g9, l2Words([data(0)], 64), 0, cs, l1).r.type).toBe(SubclusterType.Normal);
   });
 });
 
 describe('getHostOffset: unallocated L1 entries', () => {
   it('L1 entry 0: the whole remaining L2 span is UnallocatedPlain, no table lookup', () => {
-    const { r, lookups } = lookup(g9, words([], 64), 5 * 512 + 7, 1 << 30, words([0n]));
+    const { r, lookups } = lookup(g9, l2Words([], 64), 5 * 512 + 7, 1 << 30, l2Words([0n]));
     expect(r).toEqual({ type: SubclusterType.UnallocatedPlain, bytes: 59 * 512 - 7, hostOffset: 0, entryHi: 0, entryLo: 0 });
     expect(lookups).toBe(0);
   });
 
   it('L1 entry with only COPIED set (offset 0) is unallocated', () => {
-    expect(lookup(g9, words([], 64), 0, 1 << 30, words([COPIED])).r.bytes).toBe(64 * 512);
+    expect(lookup(g9, l2Words([], 64), 0, 1 << 30, l2Words([COPIED])).r.bytes).toBe(64 * 512);
   });
 
   it('beyond the L1 table (l1_index >= l1_size) is unallocated', () => {
-    const { r, lookups } = lookup(g9, words([], 64), 10 * 32768 + 1, 100, words([COPIED | BigInt(L2_AT)]));
+    const { r, lookups } = lookup(g9, l2Words([], 64), 10 * 32768 + 1, 100, l2Words([COPIED | BigInt(L2_AT)]));
     expect(r).toMatchObject({ type: SubclusterType.UnallocatedPlain, bytes: 100 });
     expect(lookups).toBe(0);
   });
 
   it('a missing L2 table is requested (NeedL2), not guessed', () => {
-    const r = getHostOffset(g9, words([COPIED | 0x200000n]), () => undefined, 0, 512);
+    const r = getHostOffset(g9, l2Words([COPIED | 0x200000n]), () => undefined, 0, 512);
     expect(r).toEqual({ needL2: 0x200000 });
   });
 });
@@ -203,13 +195,13 @@ describe('getHostOffset: the INT_MAX cap', () => {
   const g21 = geometry(21); // 2 MiB clusters, 262144 entries: a 512 GiB span per table
 
   it('an unallocated span is capped at INT_MAX bytes (also from an unaligned start)', () => {
-    expect(lookup(g21, words([], 1), 0, 2 ** 40, words([0n])).r.bytes).toBe(INT_MAX);
-    expect(lookup(g21, words([], 1), 1000, 2 ** 40, words([0n])).r.bytes).toBe(INT_MAX);
+    expect(lookup(g21, l2Words([], 1), 0, 2 ** 40, l2Words([0n])).r.bytes).toBe(INT_MAX);
+    expect(lookup(g21, l2Words([], 1), 1000, 2 ** 40, l2Words([0n])).r.bytes).toBe(INT_MAX);
   });
 
   it('a contiguous data run is capped at INT_MAX bytes', () => {
     const n = 1100;
-    const l2 = words(Array.from({ length: n }, (_, i) => COPIED | BigInt((i + 1) * 2 ** 21)), 262144);
+    const l2 = l2Words(Array.from({ length: n }, (_, i) => COPIED | BigInt((i + 1) * 2 ** 21)), 262144);
     const { r } = lookup(g21, l2, 0, 2 ** 40);
     expect(r).toMatchObject({ type: SubclusterType.Normal, bytes: INT_MAX, hostOffset: 2 ** 21 });
   });
@@ -307,7 +299,7 @@ describe('getHostOffset: extended L2 (subclusters)', () => {
 describe('getHostOffset: corruption errors', () => {
   it('L2 table offset not cluster-aligned: QCOW2_L2_OFFSET_UNALIGNED (T1)', () => {
     const e = expectThrow(
-      () => getHostOffset(g12, words([COPIED | 0x40200n]), () => undefined, 0, 4096),
+      () => getHostOffset(g12, l2Words([COPIED | 0x40200n]), () => undefined, 0, 4096),
       CorruptImageError,
       'QCOW2_L2_OFFSET_UNALIGNED',
     );
@@ -316,21 +308,21 @@ describe('getHostOffset: corruption errors', () => {
   });
 
   it('L2 table offset of 2^53 or more: UnsupportedImageError QCOW2_OFFSET_TOO_LARGE', () => {
-    expectThrow(() => getHostOffset(g12, words([COPIED | (1n << 53n)]), () => undefined, 0, 4096), UnsupportedImageError, 'QCOW2_OFFSET_TOO_LARGE');
+    expectThrow(() => getHostOffset(g12, l2Words([COPIED | (1n << 53n)]), () => undefined, 0, 4096), UnsupportedImageError, 'QCOW2_OFFSET_TOO_LARGE');
   });
 
   it('data cluster offset not cluster-aligned: QCOW2_CLUSTER_OFFSET_UNALIGNED (T4), also for zero-alloc', () => {
-    const e = expectThrow(() => lookup(g12, words([COPIED | 0x50200n], 512), 0, 4096), CorruptImageError, 'QCOW2_CLUSTER_OFFSET_UNALIGNED');
+    const e = expectThrow(() => lookup(g12, l2Words([COPIED | 0x50200n], 512), 0, 4096), CorruptImageError, 'QCOW2_CLUSTER_OFFSET_UNALIGNED');
     expect(e.message).toContain('0x50200');
-    expectThrow(() => lookup(g12, words([0x52a01n], 512), 0, 4096), CorruptImageError, 'QCOW2_CLUSTER_OFFSET_UNALIGNED');
+    expectThrow(() => lookup(g12, l2Words([0x52a01n], 512), 0, 4096), CorruptImageError, 'QCOW2_CLUSTER_OFFSET_UNALIGNED');
   });
 
   it('a data cluster offset of 2^53 or more: QCOW2_OFFSET_TOO_LARGE', () => {
-    expectThrow(() => lookup(g12, words([COPIED | (1n << 54n)], 512), 0, 4096), UnsupportedImageError, 'QCOW2_OFFSET_TOO_LARGE');
+    expectThrow(() => lookup(g12, l2Words([COPIED | (1n << 54n)], 512), 0, 4096), UnsupportedImageError, 'QCOW2_OFFSET_TOO_LARGE');
   });
 
   it('an unaligned lookahead cluster only ends the run (it is checked when reached)', () => {
-    const l2 = words([COPIED | 0x50000n, COPIED | 0x51200n], 512);
+    const l2 = l2Words([COPIED | 0x50000n, COPIED | 0x51200n], 512);
     expect(lookup(g12, l2, 0, 8192).r.bytes).toBe(4096);
   });
 
@@ -339,22 +331,22 @@ describe('getHostOffset: corruption errors', () => {
     ['zero-alloc', 0x50001n],
   ])('a %s cluster in a v2 image: QCOW2_ZERO_IN_V2 (T10)', (_n, entry) => {
     const g = geometry(12, { version: 2 });
-    expectThrow(() => lookup(g, words([entry], 512), 100, 4096), CorruptImageError, 'QCOW2_ZERO_IN_V2');
+    expectThrow(() => lookup(g, l2Words([entry], 512), 100, 4096), CorruptImageError, 'QCOW2_ZERO_IN_V2');
   });
 
   it('v2: normal and unallocated clusters are fine', () => {
     const g = geometry(12, { version: 2 });
-    expect(lookup(g, words([COPIED | 0x50000n], 512), 0, 4096).r.type).toBe(SubclusterType.Normal);
+    expect(lookup(g, l2Words([COPIED | 0x50000n], 512), 0, 4096).r.type).toBe(SubclusterType.Normal);
   });
 
   it('compressed cluster with an external data file: QCOW2_COMPRESSED_WITH_DATA_FILE (T12)', () => {
     const g = geometry(12, { hasDataFile: true });
-    expectThrow(() => lookup(g, words([COMPRESSED | 0x50000n], 512), 0, 4096), CorruptImageError, 'QCOW2_COMPRESSED_WITH_DATA_FILE');
+    expectThrow(() => lookup(g, l2Words([COMPRESSED | 0x50000n], 512), 0, 4096), CorruptImageError, 'QCOW2_COMPRESSED_WITH_DATA_FILE');
   });
 
   it('external data file: host offset must equal the guest offset (QCOW2_DATA_FILE_OFFSET_MISMATCH)', () => {
     const g = geometry(12, { hasDataFile: true });
-    const l2 = words([COPIED | 0x50000n, COPIED | 0x1000n], 512);
+    const l2 = l2Words([COPIED | 0x50000n, COPIED | 0x1000n], 512);
     const e = expectThrow(() => lookup(g, l2, 0, 4096), CorruptImageError, 'QCOW2_DATA_FILE_OFFSET_MISMATCH');
     expect(e.message).toContain('0x50000');
     expect(lookup(g, l2, 4096 + 17, 4096).r).toMatchObject({ type: SubclusterType.Normal, hostOffset: 4096 + 17 });
@@ -362,9 +354,9 @@ describe('getHostOffset: corruption errors', () => {
 
   it('external data file: offset 0 with COPIED at guest 0 is normal data at host 0', () => {
     const g = geometry(12, { hasDataFile: true });
-    const l2 = words([COPIED, COPIED | 0x1000n, COPIED | 0x2000n], 512);
+    const l2 = l2Words([COPIED, COPIED | 0x1000n, COPIED | 0x2000n], 512);
     expect(lookup(g, l2, 0, 1 << 20).r).toMatchObject({ type: SubclusterType.Normal, hostOffset: 0, bytes: 3 * 4096 });
-    expect(lookup(g, words([0n], 512), 0, 4096).r.type).toBe(SubclusterType.UnallocatedPlain);
+    expect(lookup(g, l2Words([0n], 512), 0, 4096).r.type).toBe(SubclusterType.UnallocatedPlain);
   });
 });
 
@@ -372,7 +364,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
   const cs = 512;
   // A table of short runs: data x3 (contiguous), zero-plain x2, unallocated x2, zero-alloc x2
   // (contiguous), compressed, data x2 (contiguous), then unallocated to the end.
-  const table = tableOf(g9, words(
+  const table = tableOf(g9, l2Words(
     [
       COPIED | 0x10000n, COPIED | 0x10200n, COPIED | 0x10400n,
       1n, 1n,
@@ -388,7 +380,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
   function walk(memo: RunMemo | undefined, start: number, end: number, step = (n: number) => n) {
     const out: Array<[number, SubclusterType, number, number]> = [];
     let lookups = 0;
-    const l1 = words([COPIED | BigInt(L2_AT)]);
+    const l1 = l2Words([COPIED | BigInt(L2_AT)]);
     for (let off = start; off < end; ) {
       const r = getHostOffset(g9, l1, (o) => {
         lookups++;
@@ -419,7 +411,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
 
   it('a lookup inside a remembered run needs no table and keeps the host offset arithmetic', () => {
     const memo = emptyRunMemo();
-    const l1 = words([COPIED | BigInt(L2_AT)]);
+    const l1 = l2Words([COPIED | BigInt(L2_AT)]);
     let lookups = 0;
     const lk = (o: number) => {
       lookups++;
@@ -438,7 +430,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
 
   it('zero-alloc runs keep their host offsets; zero-plain runs have none', () => {
     const memo = emptyRunMemo();
-    const l1 = words([COPIED | BigInt(L2_AT)]);
+    const l1 = l2Words([COPIED | BigInt(L2_AT)]);
     getHostOffset(g9, l1, () => table, 7 * cs, 1 << 20, memo);
     expect(getHostOffset(g9, l1, () => undefined, 8 * cs + 1, 1 << 20, memo)).toMatchObject({
       type: SubclusterType.ZeroAlloc, bytes: cs - 1, hostOffset: 0x20201,
@@ -449,14 +441,14 @@ describe('getHostOffset: the run memo (standard L2)', () => {
 
   it('compressed clusters are not remembered', () => {
     const memo = emptyRunMemo();
-    const l1 = words([COPIED | BigInt(L2_AT)]);
+    const l1 = l2Words([COPIED | BigInt(L2_AT)]);
     getHostOffset(g9, l1, () => table, 9 * cs, 1 << 20, memo);
     expect(memo.l2Offset).toBe(-1);
   });
 
   it('a memo for another L2 table (or another L1 range) is not used', () => {
     const memo = emptyRunMemo();
-    const l1 = words([COPIED | BigInt(L2_AT), COPIED | BigInt(L2_AT)]); // two L1 entries alias one table
+    const l1 = l2Words([COPIED | BigInt(L2_AT), COPIED | BigInt(L2_AT)]); // two L1 entries alias one table
     getHostOffset(g9, l1, () => table, 0, 1 << 20, memo);
     // Cluster 64 is entry 0 of the same table through L1 entry 1: a fresh lookup, same answer shape.
     let lookups = 0;
@@ -472,7 +464,7 @@ describe('getHostOffset: the run memo (standard L2)', () => {
     const g14 = geometry(14, { extendedL2: true });
     const memo = emptyRunMemo();
     const l2 = extWords([[COPIED | 0x50000n, bitmap(0xffffffff, 0)]], 1024);
-    getHostOffset(g14, words([COPIED | BigInt(L2_AT)]), () => tableOf(g14, l2), 0, 1 << 20, memo);
+    getHostOffset(g14, l2Words([COPIED | BigInt(L2_AT)]), () => tableOf(g14, l2), 0, 1 << 20, memo);
     expect(memo.l2Offset).toBe(-1);
   });
 });

@@ -5,6 +5,7 @@
  * comes back with its own bytes, whatever buffer it was read into.
  */
 import { describe, expect, it } from 'vitest';
+import { rngInt } from '../../helpers/prng.js';
 import { L2Cache } from '../../../src/formats/qcow2/l2-cache.js';
 import { MemoryFile } from '../../helpers/memory-file.js';
 
@@ -63,10 +64,9 @@ describe('L2Cache', () => {
 
   it('never holds more than its capacity, and returns the right bytes, under random revisits', async () => {
     const cache = new L2Cache(file(), TABLE, 40 * TABLE);
-    let x = 12345;
+    const r = rngInt(12345);
     for (let i = 0; i < 5000; i++) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      const t = (x >>> 8) % (i % 3 === 0 ? 30 : TABLES);
+      const t = r(i % 3 === 0 ? 30 : TABLES);
       const w = await get(cache, t);
       expect(w[0]).toBe(t);
       expect(cache.size).toBeLessThanOrEqual(cache.capacity);

@@ -3,21 +3,13 @@
  * (formats/qcow2/l2-table-check.ts): hex-literal entries, one rule at a time.
  */
 import { describe, expect, it } from 'vitest';
+import { l2Words } from '../../helpers/l2-words.js';
 import { CorruptImageError, type VdiskError } from '../../../src/errors.js';
 import { L2TableChecker, compressedPayload, scanL1 } from '../../../src/formats/qcow2/l2-table-check.js';
 import { MetadataRanges } from '../../../src/formats/qcow2/metadata-ranges.js';
 
 const cs = 0x10000;
 
-/** Native words (hi, lo) of big-endian u64 entries, as the caches hold them. */
-function words(entries: readonly bigint[]): Uint32Array {
-  const w = new Uint32Array(entries.length * 2);
-  entries.forEach((e, i) => {
-    w[2 * i] = Number(e >> 32n);
-    w[2 * i + 1] = Number(e & 0xffffffffn);
-  });
-  return w;
-}
 
 function fails(f: () => unknown): VdiskError {
   try {
@@ -31,13 +23,13 @@ function fails(f: () => unknown): VdiskError {
 
 describe('scanL1', () => {
   it('returns the L2 table offsets sorted, skipping unallocated entries (COPIED alone is unallocated)', () => {
-    const t = scanL1('x', words([0x8000000000070000n, 0n, 0x8000000000000000n, 0x8000000000040000n]), 0x30000);
+    const t = scanL1('x', l2Words([0x8000000000070000n, 0n, 0x8000000000000000n, 0x8000000000040000n]), 0x30000);
     expect([...t]).toEqual([0x40000, 0x70000]);
   });
 
   it('refuses reserved bits, naming the entry', () => {
     for (const e of [0x8100000000040000n, 0x8000000000040001n, 0x80000000000401ffn, 0x4000000000040000n]) {
-      const err = fails(() => scanL1('x', words([0n, e]), 0x30000));
+      const err = fails(() => scanL1('x', l2Words([0n, e]), 0x30000));
       expect(err.code).toBe('QCOW2_RESERVED_BITS');
       expect(err.details).toMatchObject({ field: 'L1 entry', value: e, offset: 0x30008 });
       expect(err.message).toMatch(/^L1 entry 0x1 is 0x[0-9a-f]{16}: reserved bits are set \(mask 0x7f000000000001ff\)$/);
@@ -45,10 +37,10 @@ describe('scanL1', () => {
   });
 
   it('refuses an L2 table named twice, naming both L1 entries, sorted or not', () => {
-    const a = fails(() => scanL1('x', words([0x8000000000040000n, 0x8000000000050000n, 0x8000000000040000n]), 0x30000));
+    const a = fails(() => scanL1('x', l2Words([0x8000000000040000n, 0x8000000000050000n, 0x8000000000040000n]), 0x30000));
     expect(a.code).toBe('QCOW2_L2_DUPLICATE');
     expect(a.message).toBe('L1 entries 0x0 and 0x2 both name the L2 table at 0x40000: an L2 table belongs to one L1 entry');
-    const b = fails(() => scanL1('x', words([0x8000000000040000n, 0x8000000000040000n]), 0));
+    const b = fails(() => scanL1('x', l2Words([0x8000000000040000n, 0x8000000000040000n]), 0));
     expect(b.details).toMatchObject({ value: 0x40000, offset: 8 });
   });
 });
@@ -75,7 +67,7 @@ describe('L2TableChecker', () => {
   const table = (entries: readonly bigint[]): Uint32Array => {
     const all = new Array<bigint>(cs / 8).fill(0n);
     entries.forEach((e, i) => (all[i] = e));
-    return words(all);
+    return l2Words(all);
   };
 
   it('accepts ordinary entries: data, zero, preallocated zero, unallocated, aliased data, unaligned and huge offsets (left to the lookup)', () => {
@@ -141,13 +133,13 @@ describe('L2TableChecker', () => {
     all[1] = 0x00000000ffffffffn; // its bitmap: all allocated
     all[2] = 0x40000000000a0000n; // entry 1: compressed
     all[3] = 0x0000000100000000n; // with a non-zero bitmap
-    const e = fails(() => x.check(0x40000, words(all)));
+    const e = fails(() => x.check(0x40000, l2Words(all)));
     expect(e.message).toMatch(/L2 entry 0x1 .* a compressed cluster with a non-zero subcluster bitmap/);
     expect(e.details).toMatchObject({ offset: 0x40010 });
   });
 
   it('forL1 checks a snapshot view against its own L2 tables', () => {
-    const view = checker.forL1(words([0x8000000000070000n]));
+    const view = checker.forL1(l2Words([0x8000000000070000n]));
     expect(() => view.check(0x40000, table([0x8000000000090000n]))).not.toThrow();
     expect(fails(() => view.check(0x40000, table([0x8000000000070000n]))).code).toBe('QCOW2_METADATA_OVERLAP');
   });

@@ -7,6 +7,8 @@
  * tables and L1 entries the lookup refuses.
  */
 import { describe, expect, it } from 'vitest';
+import { l2Words } from '../../helpers/l2-words.js';
+import { rngInt } from '../../helpers/prng.js';
 import { getHostOffset, type HostMapping, type MappingGeometry } from '../../../src/formats/qcow2/host-offset.js';
 import { SubclusterType } from '../../../src/formats/qcow2/l2-entry.js';
 import { emptyPlainRunMemo, plainRun as plainRunWith } from '../../../src/formats/qcow2/plain-run.js';
@@ -31,25 +33,13 @@ function geometry(clusterBits: number, o: { extendedL2?: boolean; version?: 2 | 
   };
 }
 
-function words(values: readonly bigint[]): Uint32Array {
-  const a = new Uint32Array(values.length * 2);
-  values.forEach((v, i) => {
-    a[2 * i] = Number(v >> 32n);
-    a[2 * i + 1] = Number(v & 0xffffffffn);
-  });
-  return a;
-}
 
-const l1 = words([COPIED | BigInt(L2_AT)]);
+const l1 = l2Words([COPIED | BigInt(L2_AT)]);
 const peek = (l2: Uint32Array) => (o: number): L2Table | undefined => (o === L2_AT ? { words: l2, runs: null } : undefined);
 
 describe('plainRun', () => {
   it('answers plain entries as the full lookup does, and only those', () => {
-    let seed = 99;
-    const r = (n: number): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return Math.floor((seed / 2 ** 32) * n);
-    };
+    const r = rngInt(99);
     const g = geometry(12); // 4 KiB clusters, 512 entries
     const cs = g.clusterSize;
     let answered = 0;
@@ -66,7 +56,7 @@ describe('plainRun', () => {
         }
         if (r(10) === 0) entries[entries.length - 1] = COMPRESSED | 0x2000000n;
       }
-      const l2 = words(entries);
+      const l2 = l2Words(entries);
       const memo = emptyPlainRunMemo();
       let last = 0;
       for (let q = 0; q < 40; q++) {
@@ -97,7 +87,7 @@ describe('plainRun', () => {
 
   it('declines what it does not know for sure', () => {
     const g = geometry(12);
-    const l2 = words([0n, 1n]);
+    const l2 = l2Words([0n, 1n]);
     expect(plainRun(g, l1, peek(l2), 0, 4096)).toBe(4096);
     expect(plainRun(g, l1, peek(l2), 4096, 4096)).toBe(-4096);
     expect(plainRun(g, l1, peek(l2), 100, 10)).toBe(10);
@@ -106,9 +96,9 @@ describe('plainRun', () => {
     // Extended L2, an uncached table, no table, an unaligned or too large table offset.
     expect(plainRun(geometry(14, { extendedL2: true }), l1, peek(l2), 0, 4096)).toBe(0);
     expect(plainRun(g, l1, () => undefined, 0, 4096)).toBe(0);
-    expect(plainRun(g, words([0n]), peek(l2), 0, 4096)).toBe(0);
-    expect(plainRun(g, words([BigInt(L2_AT + 512)]), peek(l2), 0, 4096)).toBe(0);
-    expect(plainRun(g, words([1n << 54n]), peek(l2), 0, 4096)).toBe(0);
+    expect(plainRun(g, l2Words([0n]), peek(l2), 0, 4096)).toBe(0);
+    expect(plainRun(g, l2Words([BigInt(L2_AT + 512)]), peek(l2), 0, 4096)).toBe(0);
+    expect(plainRun(g, l2Words([1n << 54n]), peek(l2), 0, 4096)).toBe(0);
     // Past the L1 table.
     expect(plainRun(g, l1, peek(l2), 512 * 4096, 4096)).toBe(0);
   });

@@ -6,6 +6,7 @@
  * `countNonZero` against `readEntry` for every order, range and limit.
  */
 import { describe, expect, it } from 'vitest';
+import { rngInt } from '../../helpers/prng.js';
 import { CorruptImageError } from '../../../src/errors.js';
 import { RefcountReader, countNonZero, readEntry } from '../../../src/formats/qcow2/refcount.js';
 import { MemoryFile } from '../../helpers/memory-file.js';
@@ -193,11 +194,7 @@ describe('RefcountReader', () => {
 
 describe('countNonZero', () => {
   it('counts the entries readEntry finds non-zero, for every order, range and limit', () => {
-    let seed = 7;
-    const r = (n: number): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return Math.floor((seed / 2 ** 32) * n);
-    };
+    const r = rngInt(7);
     for (let order = 0; order <= 6; order++) {
       for (let round = 0; round < 30; round++) {
         // Mostly zero bytes, so that wide entries are zero often.
