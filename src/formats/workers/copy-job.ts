@@ -6,6 +6,7 @@
  */
 import { preadExactSync } from '../../io/pread-sync.js';
 import { ReadCounts } from './read-counts.js';
+import { joinPayload } from './payload-span.js';
 import { pwriteLocked } from './write-lock.js';
 import { SPARSE_BLOCK, nonZeroSpans } from '../../io/zero-blocks.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
@@ -14,10 +15,6 @@ import { OP_DECODE, OP_READ, OP_WORDS, OP_ZERO, type CopyReply, type CopyRequest
 
 /** Payload buffer of the copy jobs, grown as needed. */
 let payloadBuf = new Uint8Array(256 * 1024);
-
-/** Gap between compressed payloads still read together, and the largest single read. */
-export const MAX_GAP = 64 * 1024;
-export const MAX_SPAN = 4 * 1024 * 1024;
 
 /**
  * Carries out one copy job (protocol.ts `CopyRequest`) on this thread, synchronously once
@@ -65,31 +62,30 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
   let spanFd = -1;
   let spanStart = 0;
   let spanEnd = 0;
+  /** Reads bytes [start, end) of `fd` into `payloadBuf`; null, or what failed. */
+  const readSpan = (fd: number, start: number, end: number): string | null => {
+    if (payloadBuf.length < end - start) payloadBuf = new Uint8Array(end - start);
+    const failed = preadExactSync(fd, payloadBuf.subarray(0, end - start), start, end - start);
+    if (failed !== null) return failed;
+    reads.add(fd, end - start);
+    spanFd = fd;
+    spanStart = start;
+    spanEnd = end;
+    return null;
+  };
   /** Reads the payload of operation `i` (and those close after it) into `payloadBuf`; null, or what failed. */
   const readPayloads = (i: number, fd: number, host: number, length: number): string | null => {
     let e = host + length;
     for (let j = i + 1; j < nOps; j++) {
       const q = j * OP_WORDS;
       if (m.ops[q] !== OP_DECODE || m.ops[q + 1] !== fd) break;
-      const s = m.ops[q + 2] as number;
-      const l = m.ops[q + 3] as number;
-      if (s < host || s > e + MAX_GAP || Math.max(e, s + l) - host > MAX_SPAN) break;
-      e = Math.max(e, s + l);
+      const next = joinPayload(host, e, m.ops[q + 2] as number, m.ops[q + 3] as number);
+      if (next < 0) break;
+      e = next;
     }
     // A span that cannot be read is retried as this payload alone, so a failure names its cluster.
-    for (const end of e > host + length ? [e, host + length] : [e]) {
-      if (payloadBuf.length < end - host) payloadBuf = new Uint8Array(end - host);
-      const failed = preadExactSync(fd, payloadBuf.subarray(0, end - host), host, end - host);
-      if (failed === null) {
-        reads.add(fd, end - host);
-        spanFd = fd;
-        spanStart = host;
-        spanEnd = end;
-        return null;
-      }
-      if (end === host + length) return failed;
-    }
-    return 'unreachable';
+    if (e > host + length && readSpan(fd, host, e) === null) return null;
+    return readSpan(fd, host, host + length);
   };
   for (let i = 0; i < nOps; i++) {
     const o = i * OP_WORDS;

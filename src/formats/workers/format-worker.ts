@@ -18,7 +18,8 @@ import { preadExactSync } from '../../io/pread-sync.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
 import { runWriter } from './writer-loop.js';
-import { MAX_GAP, MAX_SPAN, runCopyJob } from './copy-job.js';
+import { runCopyJob } from './copy-job.js';
+import { joinPayload } from './payload-span.js';
 import {
   type DecodeReply,
   type DecodeRequest,
@@ -48,10 +49,9 @@ async function decode(m: DecodeRequest): Promise<DecodeReply> {
     let end = start + (m.jobs[2 * i + 1] as number);
     let j = i + 1;
     while (j < n) {
-      const s = m.jobs[2 * j] as number;
-      const e = s + (m.jobs[2 * j + 1] as number);
-      if (s < start || s > end + MAX_GAP || Math.max(end, e) - start > MAX_SPAN) break;
-      end = Math.max(end, e);
+      const next = joinPayload(start, end, m.jobs[2 * j] as number, m.jobs[2 * j + 1] as number);
+      if (next < 0) break;
+      end = next;
       j++;
     }
     const span = new Uint8Array(end - start);
