@@ -297,12 +297,13 @@ export class Image implements AsyncDisposable {
 
   /**
    * Walks the runs of `[offset, offset + length)` (within the virtual size) without reading
-   * them, giving each to `sink` with its offset from `offset`: for engines that read
-   * elsewhere (the conversion's worker threads).
+   * them, giving each to `sink` with its destination: its offset from `offset`, plus `at`
+   * (for engines that read elsewhere: the conversion's worker threads, several ranges in one
+   * buffer).
    */
-  async planRead(offset: number, length: number, sink: ReadSink): Promise<void> {
+  async planRead(offset: number, length: number, sink: ReadSink, at = 0): Promise<void> {
     this.checkRange(offset, length);
-    await planChain(this.top, offset, 0, length, sink);
+    await planChain(this.top, offset, at, length, sink);
   }
 
   /**

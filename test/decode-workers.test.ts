@@ -40,6 +40,12 @@ PY
 truncate -s 100M src.raw
 qemu-img convert -q -c -f raw -O qcow2 src.raw zlib.qcow2
 qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd src.raw zstd.qcow2
+# Over the zstd image, zeroes every 256 KiB: its data becomes 72 short runs of compressed
+# clusters, several to a conversion chunk (each a piece of it).
+qemu-img create -q -f qcow2 -b zstd.qcow2 -F qcow2 holes.qcow2
+set --; for i in $(seq 0 71); do set -- "$@" -c "write -z $((i * 256 + 64))k 64k"; done
+qemu-io -f qcow2 "$@" holes.qcow2 > /dev/null
+qemu-img convert -q -f qcow2 -O raw holes.qcow2 holes.raw
 `;
 
 beforeAll(async () => {
@@ -90,6 +96,16 @@ describe.skipIf(!hasQemu)('compressed clusters on decode workers', () => {
         expect((await readFile(out)).equals(await readFile(path.join(dir, 'src.raw')))).toBe(true);
       }, 60_000);
     }
+  }
+
+  for (const [mode, env] of MODES) {
+    it(`convert of short compressed runs, several to a chunk (${mode}), gives qemu-img's bytes`, async () => {
+      const out = path.join(dir, `holes.${mode.replace(/ /g, '-')}.raw`);
+      const r = await runVdisk(['convert', '-f', 'qcow2', '-O', 'raw', 'holes.qcow2', out], { cwd: dir, env: { ...process.env, ...env } });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      expect((await readFile(out)).equals(await readFile(path.join(dir, 'holes.raw')))).toBe(true);
+    }, 60_000);
   }
 
   it('the library decodes on workers into shared chunk buffers, and counts their reads', async () => {

@@ -63,13 +63,13 @@ describe('OutputWriter', () => {
       if (wait) await new Promise((r) => setTimeout(r, 300)); // the thread is up by now
       // Slot 0: filled here, at output 0.
       Buffer.from(slots[0] as SharedArrayBuffer).set(bytes.subarray(0, SLOT));
-      w.write(0, 0, SLOT, 0);
+      w.write(0, [0, SLOT, 0]);
       // Slot 1: reads of the source (two pieces) and a zero fill, at output 2 * SLOT.
       Buffer.from(slots[1] as SharedArrayBuffer).fill(0xee);
-      w.write(1, 0, SLOT, 2 * SLOT, ops([[OP_READ, inFd, SLOT, SLOT / 2, 0], [OP_READ, inFd, SLOT + SLOT / 2, SLOT / 4, SLOT / 2], [OP_ZERO, 0, 0, SLOT / 4, (3 * SLOT) / 4]]));
+      w.write(1, [0, SLOT, 2 * SLOT], ops([[OP_READ, inFd, SLOT, SLOT / 2, 0], [OP_READ, inFd, SLOT + SLOT / 2, SLOT / 4, SLOT / 2], [OP_ZERO, 0, 0, SLOT / 4, (3 * SLOT) / 4]]));
       // Slot 2: scanned here; only [4096, 8192) is written, though the rest is not zero.
       Buffer.from(slots[2] as SharedArrayBuffer).fill(0x55);
-      w.write(2, 4096, 8192, 5 * SLOT, null, true);
+      w.write(2, [4096, 8192, 5 * SLOT], null, true);
       await Promise.all([0, 1, 2].map((s) => w.idle(s)));
       const r = await w.finish();
       closeSync(inFd);
@@ -99,7 +99,7 @@ describe('OutputWriter', () => {
       const w = new W(ro, slots, new SharedArrayBuffer(4));
       if (wait) await new Promise((r) => setTimeout(r, 300));
       Buffer.from(slots[1] as SharedArrayBuffer).fill(1);
-      w.write(1, 0, SLOT, 0);
+      w.write(1, [0, SLOT, 0]);
       await w.idle(1);
       expect(w.failed).toBe(true);
       const r = await w.finish();
@@ -114,7 +114,7 @@ describe('OutputWriter', () => {
       const w = new W(out, slots, new SharedArrayBuffer(4));
       if (wait) await new Promise((r) => setTimeout(r, 300));
       // The second read runs past the end of the source.
-      w.write(0, 0, SLOT, 0, ops([[OP_READ, inFd, 0, 4096, 0], [OP_READ, inFd, SLOT - 100, 4096, 4096]]));
+      w.write(0, [0, SLOT, 0], ops([[OP_READ, inFd, 0, 4096, 0], [OP_READ, inFd, SLOT - 100, 4096, 4096]]));
       await w.idle(0);
       const r = await w.finish();
       closeSync(inFd);
@@ -122,6 +122,72 @@ describe('OutputWriter', () => {
       expect(r.error).toMatchObject({ slot: 0, index: 1, io: true });
       expect(r.error?.message).toMatch(/short read/);
     }
+  });
+
+  it('writes each piece of a batch to its own output offset, on the thread and on the caller\'s', async () => {
+    const { file, bytes } = source('pieces.bin', 2 * SLOT);
+    for (const wait of [false, true]) {
+      const outPath = path.join(dir, `pieces-${String(wait)}.raw`);
+      const out = openSync(outPath, 'w');
+      const inFd = openSync(file, 'r');
+      const slots = [new SharedArrayBuffer(SLOT)];
+      const w = new W(out, slots, new SharedArrayBuffer(4));
+      if (wait) await new Promise((r) => setTimeout(r, 300));
+      // Three pieces read side by side into the slot, written far apart: [0, 8 KiB) of the
+      // source at output 40 KiB, [16 KiB, 24 KiB) at 4 KiB (its first block is zero) and
+      // [32 KiB, 36 KiB) at 100 KiB + 2 KiB (not block-aligned in the output).
+      const K = 1024;
+      w.write(0, [0, 8 * K, 40 * K, 8 * K, 16 * K, 4 * K - 8 * K, 16 * K, 20 * K, 102 * K - 16 * K], ops([
+        [OP_READ, inFd, 0, 8 * K, 0], [OP_READ, inFd, 16 * K, 8 * K, 8 * K], [OP_READ, inFd, 32 * K, 4 * K, 16 * K],
+      ]));
+      await w.idle(0);
+      const r = await w.finish();
+      closeSync(inFd);
+      closeSync(out);
+      expect(r.error).toBeNull();
+      const want = Buffer.alloc(106 * K);
+      want.set(bytes.subarray(0, 8 * K), 40 * K);
+      want.set(bytes.subarray(16 * K, 24 * K), 4 * K);
+      want.set(bytes.subarray(32 * K, 36 * K), 102 * K);
+      expect((await readFile(outPath)).equals(want)).toBe(true);
+      // Source blocks 1 and 5 are zero: the second half of the first two pieces is not written.
+      expect(r.written).toBe(4 * K + 4 * K + 4 * K);
+    }
+  });
+
+  it('lets the caller take the reads of an entry the writer has not reached, and reports a failed one there', async () => {
+    const { file, bytes } = source('steal.bin', 2 * SLOT);
+    const outPath = path.join(dir, 'steal.raw');
+    const out = openSync(outPath, 'w');
+    const inFd = openSync(file, 'r');
+    const slots = [0, 1, 2].map(() => new SharedArrayBuffer(SLOT));
+    const lock = new Int32Array(new SharedArrayBuffer(4));
+    const w = new W(out, slots, lock.buffer as SharedArrayBuffer);
+    await new Promise((r) => setTimeout(r, 300)); // the thread is up by now
+    expect(w.steal()).toBe(false); // nothing queued
+    Atomics.store(lock, 0, 1); // the writer waits on the output's lock at its first write
+    w.write(0, [0, SLOT, 0], ops([[OP_READ, inFd, 0, SLOT, 0]]));
+    await new Promise((r) => setTimeout(r, 50)); // the writer has read slot 0 and waits to write it
+    w.write(1, [0, SLOT, SLOT], ops([[OP_READ, inFd, 0, 4096, 0], [OP_READ, inFd, 2 * SLOT - 100, 4096, 4096]]));
+    w.write(2, [0, SLOT, 2 * SLOT], ops([[OP_READ, inFd, SLOT, SLOT, 0]]));
+    expect(w.steal()).toBe(true); // slot 2, the newest: read and scanned here
+    expect(w.failed).toBe(false);
+    expect(w.steal()).toBe(true); // slot 1: its second read fails
+    expect(w.failed).toBe(true);
+    expect(w.steal()).toBe(false); // slot 0 is the writer's
+    Atomics.store(lock, 0, 0);
+    Atomics.notify(lock, 0);
+    const r = await w.finish();
+    closeSync(inFd);
+    closeSync(out);
+    expect(r.error).toMatchObject({ slot: 1, index: 1, io: true });
+    // Slots 0 and 2 are written (2 from the spans found here); slot 1 is not.
+    const want = Buffer.alloc(3 * SLOT);
+    want.set(bytes.subarray(0, SLOT), 0);
+    want.set(bytes.subarray(SLOT), 2 * SLOT);
+    expect((await readFile(outPath)).equals(want)).toBe(true);
+    expect(r.written).toBe((2 * SLOT * 3) / 4);
+    expect(r.reads).toEqual([[inFd, 3, 2 * SLOT + 4096]]);
   });
 
   it('skips what is still queued when cancelled', async () => {
@@ -134,8 +200,8 @@ describe('OutputWriter', () => {
     Atomics.store(lock, 0, 1); // the output's write lock, held here: the writer waits on it
     Buffer.from(slots[0] as SharedArrayBuffer).fill(1);
     Buffer.from(slots[1] as SharedArrayBuffer).fill(2);
-    w.write(0, 0, 4096, 0);
-    w.write(1, 0, 4096, 4096);
+    w.write(0, [0, 4096, 0]);
+    w.write(1, [0, 4096, 4096]);
     await new Promise((r) => setTimeout(r, 50));
     const cancelled = w.cancel();
     Atomics.store(lock, 0, 0);
@@ -164,11 +230,11 @@ describe('OutputWriter', () => {
       const w = new W(out, slots, new SharedArrayBuffer(4), spawn);
       await new Promise((r) => setTimeout(r, 100)); // the stand-in is "up" by now
       Buffer.from(slots[0] as SharedArrayBuffer).fill(1);
-      w.write(0, 0, 4096, 0);
+      w.write(0, [0, 4096, 0]);
       if (name === 'dying') expect(w.isIdle(0)).toBe(false); // queued, and nobody takes it
       await w.idle(0); // resolves once the caller's thread has written it
       Buffer.from(slots[1] as SharedArrayBuffer).fill(2);
-      w.write(1, 0, 4096, 4096);
+      w.write(1, [0, 4096, 4096]);
       expect(w.isIdle(1)).toBe(true); // written at once now
       const r = await w.finish();
       closeSync(out);
@@ -176,5 +242,30 @@ describe('OutputWriter', () => {
       expect(r.written).toBe(8192);
       expect((await readFile(outPath)).equals(Buffer.concat([Buffer.alloc(4096, 1), Buffer.alloc(4096, 2)]))).toBe(true);
     }
+  });
+
+  it('does not read again, when the writer died, the reads the caller took from it', async () => {
+    const dying = (): Worker =>
+      new Worker(
+        `const { parentPort } = require('node:worker_threads');
+         parentPort.once('message', (m) => { Atomics.store(new Int32Array(m.control), ${WRITER_READY}, 1); setTimeout(() => process.exit(3), 300); });`,
+        { eval: true },
+      );
+    const { file, bytes } = source('taken.bin', SLOT);
+    const outPath = path.join(dir, 'taken.raw');
+    const out = openSync(outPath, 'w');
+    const inFd = openSync(file, 'r');
+    const slots = [new SharedArrayBuffer(SLOT)];
+    const w = new W(out, slots, new SharedArrayBuffer(4), dying);
+    await new Promise((r) => setTimeout(r, 100)); // the stand-in is "up" by now
+    w.write(0, [0, SLOT, 0], ops([[OP_READ, inFd, 0, SLOT, 0]]));
+    expect(w.steal()).toBe(true); // read and scanned here; the stand-in never takes it
+    closeSync(inFd); // a second read of it would fail now
+    await w.idle(0); // written on this thread once the stand-in is gone
+    const r = await w.finish();
+    closeSync(out);
+    expect(r.error).toBeNull();
+    expect((await readFile(outPath)).equals(bytes)).toBe(true);
+    expect(r.reads).toEqual([[inFd, 1, SLOT]]);
   });
 });

@@ -7,9 +7,14 @@
  * - Any other chunk goes to the output writer thread (formats/workers/output-writer.ts),
  *   which finds the zero blocks and writes the rest while this thread plans the next
  *   chunks. While the writer keeps up, it also does the chunk's reads; when it falls
- *   behind, this thread reads the chunk itself first, with synchronous page-cache reads (a
- *   read handed to the thread pool cost this thread about as much as doing it, plus the
- *   wait). In a compressed image whose pool already runs, these chunks go to the pool too.
+ *   behind, this thread reads and scans the chunk itself first, with synchronous page-cache
+ *   reads (a read handed to the thread pool cost this thread about as much as doing it,
+ *   plus the wait). And when this thread has no slot left to fill, it takes back the reads
+ *   of the newest queued chunk the writer has not reached, rather than wait. In a
+ *   compressed image whose pool already runs, these chunks go to the pool too.
+ * - Short runs (overlay clusters scattered over the disk: one 64 KiB run each) share a
+ *   chunk, as pieces that go to their own output offsets: one slot and one queue entry per
+ *   chunk rather than per run.
  *
  * The result is the same file either way (the same 4 KiB zero detection, aligned in the
  * output). Without worker threads (one core, `VDISK_DECODE_WORKERS=0`, `workers: false`)
@@ -23,6 +28,7 @@ import { runningPool, type WorkerPool } from '../formats/workers/pool.js';
 import { OutputWriter } from '../formats/workers/output-writer.js';
 import type { ReadCountList } from '../formats/workers/read-counts.js';
 import { releaseWriteLock } from '../formats/workers/write-lock.js';
+import { PIECE_WORDS, WRITER_MAX_OPS, WRITER_MAX_PIECES } from '../formats/workers/protocol.js';
 import { ReadPlan } from '../status/read-plan.js';
 import { nonZeroSpans } from '../io/zero-blocks.js';
 
@@ -37,6 +43,24 @@ export interface ChunkConvertOptions {
   readonly writerThread: boolean;
   readonly onProgress?: (done: number, total: number) => void;
 }
+
+/**
+ * Guest data planned into one slot: pieces of `PIECE_WORDS` numbers — `from, to, position`
+ * (bytes `[from, to)` of the slot go to output offset `position + i`; protocol.ts
+ * `CopyRequest.pieces`) — filling the slot up to `fill`; `end` is the guest end of the last.
+ */
+interface Batch {
+  readonly slot: number;
+  readonly plan: ReadPlan;
+  readonly pieces: number[];
+  fill: number;
+  end: number;
+}
+
+/** Pieces a batch holds at most (as many as one entry of the writer's queue carries). */
+const MAX_PIECES = WRITER_MAX_PIECES;
+/** Operations after which a batch is full (the writer carries up to `WRITER_MAX_OPS`). */
+const MAX_BATCH_OPS = WRITER_MAX_OPS / 2;
 
 /** Converts the non-zero runs of `img` into `out`. */
 export async function convertChunks(img: Image, out: RawOutput, options: ChunkConvertOptions): Promise<void> {
@@ -60,17 +84,24 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   /** Whether to stop queuing chunks: one failed, or a queued write did. */
   const stopping = (): boolean => failure !== null || writer?.failed === true;
 
-  /** Writes `chunk` from this thread (no writer thread): non-zero spans through the thread pool. */
-  const writeHere = async (chunk: Buffer, start: number): Promise<void> => {
+  /** Writes piece `[from, to)` of `chunk`, byte 0 at output offset `position`, from this thread (no writer thread): non-zero spans through the thread pool. */
+  const writeHere = async (chunk: Buffer, from: number, to: number, position: number): Promise<void> => {
     const writes: Promise<void>[] = [];
-    for (const [from, to] of nonZeroSpans(chunk, start)) writes.push(out.write(chunk, from, to, start + from));
+    for (const [a, b] of nonZeroSpans(chunk, position, from, to)) writes.push(out.write(chunk, a, b, position + a));
     const results = await Promise.allSettled(writes);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   };
-  const copyChunk = async (slot: number, start: number, length: number): Promise<void> => {
-    const chunk = (views[slot] as Buffer).subarray(0, length);
-    const plan = new ReadPlan(chunk, { syncReads: true });
-    await img.planRead(start, length, plan);
+  /** Reads and writes the pieces of a filled batch from this thread (no worker, or the pool broke). */
+  const batchHere = async (b: Batch): Promise<void> => {
+    const chunk = views[b.slot] as Buffer;
+    for (let p = 0; p < b.pieces.length; p += PIECE_WORDS) {
+      const [from, to, position] = [b.pieces[p] as number, b.pieces[p + 1] as number, b.pieces[p + 2] as number];
+      await writeHere(chunk, from, to, position);
+    }
+  };
+  const copyBatch = async (b: Batch): Promise<void> => {
+    const { slot, plan, pieces } = b;
+    const chunk = views[slot] as Buffer;
     let pool = plan.hasDecode ? options.pool() : null;
     if (pool === null && writer === null && options.writerThread) {
       pool = runningPool();
@@ -83,31 +114,40 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       if (w !== null && ops !== null && OutputWriter.canCarry(ops)) {
         await plan.settleLocal();
         for (const [fd, f] of plan.filesByFd()) handedFiles.set(fd, f);
-        w.write(slot, 0, length, start, ops);
+        if (w.full) await w.room();
+        w.write(slot, pieces, ops);
         return;
       }
       await plan.runHere();
-      if (w !== null) {
-        // The writer is behind: this thread finds the zero blocks too.
-        for (const [from, to] of nonZeroSpans(chunk, start)) {
-          if (w.full) await w.room();
-          w.write(slot, from, to, start, null, true);
-        }
-      } else {
-        await writeHere(chunk, start);
+      if (w === null) return batchHere(b);
+      // The writer is behind, or cannot carry the operations: this thread finds the zero
+      // blocks too, and queues the non-zero spans (in as many entries as they need).
+      const spans: number[] = [];
+      const room = w.pieceRoom(slot) * PIECE_WORDS;
+      for (let p = 0; p < pieces.length; p += PIECE_WORDS) {
+        const position = pieces[p + 2] as number;
+        for (const [from, to] of nonZeroSpans(chunk, position, pieces[p] as number, pieces[p + 1] as number)) spans.push(from, to, position);
+      }
+      for (let i = 0; i < spans.length; i += room) {
+        if (w.full) await w.room();
+        w.write(slot, spans.slice(i, i + room), null, true);
       }
       return;
     }
     await plan.settleLocal();
     const reply = await pool.copy({
-      chunk: slots[slot] as SharedArrayBuffer, length, ops: plan.ops(), outFd: out.fd, outPosition: start, writeLock,
+      chunk: slots[slot] as SharedArrayBuffer, length: b.fill, ops: plan.ops(), outFd: out.fd, pieces: Float64Array.from(pieces), writeLock,
     });
-    // The pool broke: this chunk on this thread. A worker stopped while it held the output's
+    // The pool broke: this batch on this thread. A worker stopped while it held the output's
     // write lock would leave the writer thread waiting for ever: the lock is released here.
     if (reply === null) {
       releaseWriteLock(new Int32Array(writeLock));
-      await img.read(start, length, chunk);
-      return writeHere(chunk, start);
+      for (let p = 0; p < pieces.length; p += PIECE_WORDS) {
+        const from = pieces[p] as number;
+        const to = pieces[p + 1] as number;
+        await img.read((pieces[p + 2] as number) + from, to - from, chunk.subarray(from, to));
+      }
+      return batchHere(b);
     }
     countReads(plan.filesByFd(), reply.reads);
     if (reply.error !== null) throw plan.error(reply.error, out.destination);
@@ -118,33 +158,63 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       const w = writer;
       const k = w === null ? (free.length > 0 ? 0 : -1) : free.findIndex((s) => w.isIdle(s));
       if (k >= 0) return free.splice(k, 1)[0] as number;
-      if (free.length > 0 && w !== null) await w.idle(free[0] as number);
-      else await inFlight.shift()?.catch(() => undefined);
+      if (free.length > 0 && w !== null) {
+        // Rather than wait for the writer, this thread does reads the writer has not reached.
+        if (!w.steal()) await w.idle(free[0] as number);
+      } else await inFlight.shift()?.catch(() => undefined);
     }
   };
+  /** Hands a batch to the thread that writes it. */
+  const dispatch = async (b: Batch): Promise<void> => {
+    const end = b.end;
+    const p = copyBatch(b).then(() => options.onProgress?.(end, total)).finally(() => free.push(b.slot));
+    p.catch((e: unknown) => {
+      if (failure === null) failure = e;
+    });
+    inFlight.push(p);
+    if (inFlight.length >= options.inFlight) await inFlight.shift()?.catch(() => undefined);
+  };
+  let batch: Batch | null = null;
   try {
     for await (const runs of img.contentRunBatches()) for (const run of runs) {
       if (run.zero) continue;
       for (let o = run.start; o < run.start + run.length; o += options.chunkSize) {
         const len = Math.min(options.chunkSize, run.start + run.length - o);
-        const end = o + len;
-        const slot = await takeSlot();
+        // Short runs share a slot: one batch, one entry per piece (overlay clusters scattered
+        // over the disk are one 64 KiB run each: a slot per run cost this thread more than
+        // their reads).
+        if (batch !== null && (batch.fill + len > options.chunkSize || batch.pieces.length >= MAX_PIECES * PIECE_WORDS || batch.plan.opCount >= MAX_BATCH_OPS)) {
+          const b = batch;
+          batch = null;
+          await dispatch(b);
+        }
         if (stopping()) break;
-        const p = copyChunk(slot, o, len).then(() => options.onProgress?.(end, total)).finally(() => free.push(slot));
-        p.catch((e: unknown) => {
-          if (failure === null) failure = e;
-        });
-        inFlight.push(p);
-        if (inFlight.length >= options.inFlight) await inFlight.shift()?.catch(() => undefined);
+        if (batch === null) {
+          const slot = await takeSlot();
+          if (stopping()) {
+            free.push(slot);
+            break;
+          }
+          batch = { slot, plan: new ReadPlan(views[slot] as Buffer, { syncReads: true }), pieces: [], fill: 0, end: 0 };
+        }
+        await img.planRead(o, len, batch.plan, batch.fill);
+        batch.pieces.push(batch.fill, batch.fill + len, o - batch.fill);
+        batch.fill += len;
+        batch.end = o + len;
       }
       if (stopping()) break;
+    }
+    if (batch !== null && !stopping()) {
+      const b = batch;
+      batch = null;
+      await dispatch(b);
     }
   } catch (e) {
     if (failure === null) failure = e;
   } finally {
     await Promise.allSettled(inFlight);
   }
-  const w = writer as OutputWriter | null; // assigned in copyChunk
+  const w = writer as OutputWriter | null; // assigned in copyBatch
   if (failure !== null) {
     await w?.cancel();
     throw failure;
@@ -159,6 +229,13 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   }
 }
 
+/**
+ * Largest writer backlog (entries) at which a batch's reads still go to the writer; beyond
+ * it this thread reads and scans the batch itself at once (the writer's share is then
+ * writing, which only one thread can do at a time).
+ */
+const WRITER_FEED = 1;
+
 /** Adds reads another thread made by descriptor to the counters of the files behind them. */
 function countReads(files: ReadonlyMap<number, RandomAccessFile>, reads: ReadCountList): void {
   for (const [fd, n, bytes] of reads) {
@@ -169,6 +246,3 @@ function countReads(files: ReadonlyMap<number, RandomAccessFile>, reads: ReadCou
     }
   }
 }
-
-/** Largest writer backlog (entries) at which a chunk's reads still go to the writer. */
-const WRITER_FEED = 1;

@@ -36,6 +36,11 @@ export class ReadPlan implements ReadSink {
     this.syncReads = options.syncReads === true;
   }
 
+  /** Operations planned so far. */
+  get opCount(): number {
+    return this.count;
+  }
+
   zero(at: number, n: number): void {
     this.push(OP_ZERO, 0, 0, n, at, 0, 0, null);
   }

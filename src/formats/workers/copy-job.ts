@@ -1,7 +1,7 @@
 /**
  * The copy job of a conversion chunk (protocol.ts `CopyRequest`): fill the chunk from its
- * plan (file reads, whole compressed clusters, zeroes), then write its non-zero 4 KiB
- * blocks under the output's write lock. Run by the pool's workers (format-worker.ts), and
+ * plan (file reads, whole compressed clusters, zeroes), then write the non-zero 4 KiB
+ * blocks of its pieces under the output's write lock. Run by the pool's workers (format-worker.ts), and
  * by the main thread itself for its share of a compressed image's chunks (ops).
  */
 import { preadExactSync } from '../../io/pread-sync.js';
@@ -11,7 +11,7 @@ import { pwriteLocked } from './write-lock.js';
 import { SPARSE_BLOCK, nonZeroSpans } from '../../io/zero-blocks.js';
 import { COMPRESSION_ZSTD, decodeClusterInto } from '../qcow2/cluster-decode.js';
 import { loadZstd } from '../qcow2/zstd.js';
-import { OP_DECODE, OP_READ, OP_WORDS, OP_ZERO, type CopyReply, type CopyRequest, type JobError } from './protocol.js';
+import { OP_DECODE, OP_READ, OP_WORDS, OP_ZERO, PIECE_WORDS, type CopyReply, type CopyRequest, type JobError } from './protocol.js';
 
 /** Payload buffer of the copy jobs, grown as needed. */
 let payloadBuf = new Uint8Array(256 * 1024);
@@ -29,22 +29,33 @@ export async function runCopyJob(m: CopyRequest): Promise<CopyReply> {
   // bytes are still in the CPU's caches (a whole 2 MiB chunk written at the end is read
   // back from memory: measured twice the system time per byte written).
   const lock = new Int32Array(m.writeLock);
+  const pieces = m.pieces;
   let written = 0;
+  /** The piece being written, and how far. */
+  let piece = 0;
   let scanPos = 0;
-  const write = (from: number, to: number): string | null => {
-    const failed = pwriteLocked(lock, m.outFd, chunk, from, to - from, m.outPosition + from);
-    written += to - from;
-    return failed;
-  };
-  /** Writes the non-zero spans of the output-aligned 4 KiB blocks that end at or before `limit`. */
+  /**
+   * Writes the non-zero spans of the output-aligned 4 KiB blocks of the pieces that end at
+   * or before chunk offset `limit` (pieces are in chunk order).
+   */
   const scanTo = (limit: number): string | null => {
-    const end = limit >= m.length ? m.length : limit - ((m.outPosition + limit) % SPARSE_BLOCK);
-    if (end <= scanPos) return null;
-    for (const [from, to] of nonZeroSpans(chunk, m.outPosition, scanPos, end)) {
-      const failed = write(from, to);
-      if (failed !== null) return failed;
+    for (; piece * PIECE_WORDS < pieces.length; piece++) {
+      const p = piece * PIECE_WORDS;
+      const from = pieces[p] as number;
+      const to = pieces[p + 1] as number;
+      const position = pieces[p + 2] as number;
+      if (scanPos < from) scanPos = from;
+      const end = limit >= to ? to : limit - ((position + limit) % SPARSE_BLOCK);
+      if (end > scanPos) {
+        for (const [a, b] of nonZeroSpans(chunk, position, scanPos, end)) {
+          const failed = pwriteLocked(lock, m.outFd, chunk, a, b - a, position + a);
+          if (failed !== null) return failed;
+          written += b - a;
+        }
+        scanPos = end;
+      }
+      if (end < to) return null;
     }
-    scanPos = end;
     return null;
   };
   const nOps = m.ops.length / OP_WORDS;

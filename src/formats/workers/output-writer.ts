@@ -5,8 +5,9 @@
  * (writer-loop.ts). Queuing is a few atomic stores in shared memory, not a message or a
  * promise per chunk, and the writes no longer wait for the main thread's event loop between
  * them, nor contend for the file's inode lock as concurrent writes on the thread pool did.
- * The caller hands reads over while the writer keeps up ({@link backlog}), and does them
- * itself otherwise, so both threads stay busy whichever side the work is on.
+ * The caller hands the reads over with the chunk, and when it has no slot left to fill it
+ * takes back the reads of the newest chunk the writer has not reached ({@link steal}), so
+ * both threads stay busy whichever side the work is on.
  *
  * Chunks live in a fixed set of shared slots; a slot may be refilled once {@link idle}
  * says its queued writes are done. Until the writer thread is up (a worker takes some
@@ -17,11 +18,18 @@
 import type { Worker } from 'node:worker_threads';
 import { spawnFormatWorker } from './pool.js';
 import { ReadCounts, type ReadCountList } from './read-counts.js';
-import { runEntry, type EntryContext } from './writer-loop.js';
+import { fillChunk, runEntry, type EntryContext } from './writer-loop.js';
+import { nonZeroSpans } from '../../io/zero-blocks.js';
 import {
+  CLAIM_FAILED,
+  CLAIM_FILLED,
+  CLAIM_MAIN,
+  CLAIM_OPEN,
+  CLAIM_SCANNED,
   OP_READ,
   OP_WORDS,
   OP_ZERO,
+  PIECE_WORDS,
   WRITER_CANCELLED,
   WRITER_CLOSED,
   WRITER_CONTROL_WORDS,
@@ -32,6 +40,7 @@ import {
   WRITER_READY,
   WRITER_SEQ,
   WRITER_TAIL,
+  writerPieceRoom,
   type JobError,
   type WorkerReply,
   type WriterEnd,
@@ -61,7 +70,12 @@ export class OutputWriter {
   private readonly control = new Int32Array(new SharedArrayBuffer(4 * WRITER_CONTROL_WORDS));
   private readonly queue: Float64Array;
   private readonly pending: Int32Array;
+  private readonly claims: Int32Array;
   private readonly ops: Float64Array[];
+  private readonly pieces: Float64Array[];
+  /** Per slot, of its last entry that carried operations: their number, and the entry's number. */
+  private readonly opCount: Int32Array;
+  private readonly queuedAt: Float64Array;
   private worker: Worker | null = null;
   private head = 0;
   /** Set when the thread is gone: this thread writes instead. */
@@ -84,9 +98,16 @@ export class OutputWriter {
   ) {
     const ops = slots.map(() => new SharedArrayBuffer(8 * OP_WORDS * WRITER_MAX_OPS));
     this.ops = ops.map((o) => new Float64Array(o));
+    const pieces = slots.map((s) => new SharedArrayBuffer(8 * (1 + PIECE_WORDS * writerPieceRoom(s.byteLength))));
+    this.pieces = pieces.map((p) => new Float64Array(p));
     // Without the write lock, as before the thread is up or after it is gone.
-    this.here = { outFd, chunks: slots.map((s) => Buffer.from(s)), ops: this.ops, lock: null, reads: new ReadCounts(), written: 0 };
+    this.here = {
+      outFd, chunks: slots.map((s) => Buffer.from(s)), ops: this.ops, pieces: this.pieces, lock: null, reads: new ReadCounts(), written: 0,
+    };
     this.pending = new Int32Array(new SharedArrayBuffer(4 * slots.length));
+    this.claims = new Int32Array(new SharedArrayBuffer(4 * slots.length)).fill(CLAIM_FILLED);
+    this.opCount = new Int32Array(slots.length);
+    this.queuedAt = new Float64Array(slots.length);
     this.queue = new Float64Array(new SharedArrayBuffer(8 * WRITER_ENTRY_WORDS * QUEUE_ENTRIES));
     let settle: (r: WriterEnd | null) => void = () => undefined;
     this.end = new Promise((r) => {
@@ -113,8 +134,9 @@ export class OutputWriter {
     worker.on('error', lost);
     worker.on('exit', lost);
     worker.postMessage({
-      kind: 'writer', id: 0, outFd, chunks: slots, ops, control: this.control.buffer as SharedArrayBuffer,
-      queue: this.queue.buffer as SharedArrayBuffer, pending: this.pending.buffer as SharedArrayBuffer, writeLock,
+      kind: 'writer', id: 0, outFd, chunks: slots, ops, pieces, control: this.control.buffer as SharedArrayBuffer,
+      queue: this.queue.buffer as SharedArrayBuffer, pending: this.pending.buffer as SharedArrayBuffer,
+      claims: this.claims.buffer as SharedArrayBuffer, writeLock,
     });
   }
 
@@ -150,32 +172,89 @@ export class OutputWriter {
     }
   }
 
+  /** Pieces one entry of slot `slot` may have (see {@link write}). */
+  pieceRoom(slot: number): number {
+    return ((this.pieces[slot] as Float64Array).length - 1) / PIECE_WORDS;
+  }
+
   /**
    * Queues slot `slot`: first filled by `ops` when given (see {@link canCarry}; the writer
-   * reads them), then the non-zero blocks of bytes `[from, to)` written, byte 0 at output
-   * offset `position` — or, when `scanned` (the caller found them non-zero), all of them.
-   * The queue must not be {@link full}; the slot must not change until {@link idle} says
-   * it is done.
+   * reads them), then each piece of `pieces` written (protocol.ts `CopyRequest.pieces`:
+   * `from, to, position` each, at most {@link pieceRoom}) — its non-zero blocks, or, when
+   * `scanned` (the caller found the pieces non-zero), all of it. The queue must not be
+   * {@link full}; the slot must not change until {@link idle} says it is done.
    */
-  write(slot: number, from: number, to: number, position: number, ops: Float64Array | null = null, scanned = false): void {
+  write(slot: number, pieces: ArrayLike<number>, ops: Float64Array | null = null, scanned = false): void {
     const count = ops === null ? 0 : ops.length / OP_WORDS;
     if (ops !== null) (this.ops[slot] as Float64Array).set(ops);
+    const room = this.pieces[slot] as Float64Array;
+    room[0] = pieces.length / PIECE_WORDS;
+    room.set(pieces, 1);
     if (this.inline || Atomics.load(this.control, WRITER_READY) === 0) {
-      this.doHere(slot, from, to, position, count, scanned);
+      this.doHere(slot, count, scanned);
       return;
     }
-    const capacity = QUEUE_ENTRIES;
-    const e = (this.head % capacity) * WRITER_ENTRY_WORDS;
+    if (count > 0) {
+      this.opCount[slot] = count;
+      this.queuedAt[slot] = this.head;
+      Atomics.store(this.claims, slot, CLAIM_OPEN);
+    }
+    const e = (this.head % QUEUE_ENTRIES) * WRITER_ENTRY_WORDS;
     this.queue[e] = slot;
-    this.queue[e + 1] = from;
-    this.queue[e + 2] = to;
-    this.queue[e + 3] = position;
-    this.queue[e + 4] = count;
-    this.queue[e + 5] = scanned ? 1 : 0;
+    this.queue[e + 1] = count;
+    this.queue[e + 2] = scanned ? 1 : 0;
     Atomics.add(this.pending, slot, 1);
     Atomics.store(this.control, WRITER_HEAD, ++this.head);
     Atomics.add(this.control, WRITER_SEQ, 1);
     Atomics.notify(this.control, WRITER_SEQ, 1);
+  }
+
+  /**
+   * Does on this thread the reads of the newest queued entry the writer thread has not
+   * started (for a caller with no slot to fill, which would otherwise wait while the writer
+   * has reads still to do), and finds the chunk's zero blocks; whether there was one. A
+   * failed read is reported as the writer's failures are; that entry and those taken after
+   * it are not written.
+   */
+  steal(): boolean {
+    if (this.inline) return false;
+    for (;;) {
+      let slot = -1;
+      for (let s = 0; s < this.claims.length; s++) {
+        if (Atomics.load(this.claims, s) === CLAIM_OPEN && (slot < 0 || (this.queuedAt[s] as number) > (this.queuedAt[slot] as number))) slot = s;
+      }
+      if (slot < 0) return false;
+      if (Atomics.compareExchange(this.claims, slot, CLAIM_OPEN, CLAIM_MAIN) !== CLAIM_OPEN) continue;
+      // After a failure here, entries taken are skipped (as the writer skips those after its own).
+      let state = CLAIM_FAILED;
+      if (this.inlineError === null) {
+        const failed = fillChunk(this.here, slot, this.opCount[slot] as number);
+        if (failed !== null) this.inlineError = { ...failed, slot };
+        else state = this.listSpans(slot) ? CLAIM_SCANNED : CLAIM_FILLED;
+      }
+      Atomics.store(this.claims, slot, state);
+      Atomics.notify(this.claims, slot);
+      return true;
+    }
+  }
+
+  /**
+   * Replaces the pieces of slot `slot` by their non-zero spans, for the writer to write as
+   * they are (protocol.ts `CLAIM_SCANNED`); false, leaving them, when the spans do not fit.
+   */
+  private listSpans(slot: number): boolean {
+    const room = this.pieces[slot] as Float64Array;
+    const chunk = this.here.chunks[slot] as Buffer;
+    const spans: number[] = [];
+    const end = 1 + (room[0] as number) * PIECE_WORDS;
+    for (let p = 1; p < end; p += PIECE_WORDS) {
+      const position = room[p + 2] as number;
+      for (const [a, b] of nonZeroSpans(chunk, position, room[p] as number, room[p + 1] as number)) spans.push(a, b, position);
+    }
+    if (1 + spans.length > room.length) return false;
+    room[0] = spans.length / PIECE_WORDS;
+    room.set(spans, 1);
+    return true;
   }
 
   /** Whether slot `slot` has no queued writes left. */
@@ -225,9 +304,13 @@ export class OutputWriter {
     for (let t = Atomics.load(this.control, WRITER_TAIL); t < this.head; t++) {
       const e = (t % capacity) * WRITER_ENTRY_WORDS;
       const slot = this.queue[e] as number;
-      if (Atomics.load(this.control, WRITER_CANCELLED) === 0 && Atomics.load(this.control, WRITER_FAILED) === 0) {
-        const q = this.queue;
-        this.doHere(slot, q[e + 1] as number, q[e + 2] as number, q[e + 3] as number, q[e + 4] as number, q[e + 5] === 1);
+      const q = this.queue;
+      // Reads the main thread did (or failed) are not done again; the writer's, if it
+      // died in them, are.
+      const claim = (q[e + 1] as number) > 0 ? Atomics.load(this.claims, slot) : CLAIM_OPEN;
+      if (claim !== CLAIM_FAILED && Atomics.load(this.control, WRITER_CANCELLED) === 0 && Atomics.load(this.control, WRITER_FAILED) === 0) {
+        const filled = claim === CLAIM_FILLED || claim === CLAIM_SCANNED;
+        this.doHere(slot, filled ? 0 : (q[e + 1] as number), claim === CLAIM_SCANNED || q[e + 2] === 1);
       }
       Atomics.store(this.control, WRITER_TAIL, t + 1);
       Atomics.sub(this.pending, slot, 1);
@@ -236,9 +319,9 @@ export class OutputWriter {
   }
 
   /** One entry on this thread: as the writer thread would do it. */
-  private doHere(slot: number, from: number, to: number, position: number, count: number, scanned: boolean): void {
+  private doHere(slot: number, count: number, scanned: boolean): void {
     if (this.inlineError !== null) return;
-    const failed = runEntry(this.here, slot, from, to, position, count, scanned);
+    const failed = runEntry(this.here, slot, count, scanned);
     if (failed !== null) this.inlineError = { ...failed, slot };
   }
 }

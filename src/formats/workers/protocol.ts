@@ -27,6 +27,9 @@ export interface DecodeRequest {
 
 /** Doubles per operation of a copy plan. */
 export const OP_WORDS = 7;
+/** Doubles per piece of a chunk ({@link CopyRequest.pieces}). */
+export const PIECE_WORDS = 3;
+
 /** Operation kinds of a copy plan (first double of each operation). */
 export const OP_ZERO = 0;
 export const OP_READ = 1;
@@ -40,9 +43,11 @@ export const OP_DECODE = 2;
  * - `OP_DECODE, fd, payloadOffset, payloadLength, at, compressionType, clusterSize`: one
  *   whole compressed cluster (`clusterSize` bytes at `at`).
  * Operations the worker cannot do (parts of compressed clusters, files without a
- * descriptor) were done by the main thread before the job was sent. Then the chunk's
- * 4 KiB blocks (aligned in the output) that are not all zero are written at
- * `outPosition + offset`.
+ * descriptor) were done by the main thread before the job was sent. The chunk holds one
+ * or more pieces of guest data, `PIECE_WORDS` doubles each in `pieces` — `from, to,
+ * position`: bytes `[from, to)` of the chunk, in order, whose byte `i` goes to output
+ * offset `position + i`. Of each piece, the 4 KiB blocks (aligned in the output) that are
+ * not all zero are written.
  */
 export interface CopyRequest {
   readonly kind: 'copy';
@@ -51,7 +56,7 @@ export interface CopyRequest {
   readonly length: number;
   readonly ops: Float64Array;
   readonly outFd: number;
-  readonly outPosition: number;
+  readonly pieces: Float64Array;
   /**
    * One int32 shared by the jobs of one output (write-lock.ts): a worker holds it while it writes, so two
    * workers never write the same file at once (measured: concurrent writers of one file
@@ -65,13 +70,22 @@ export interface CopyRequest {
  * queue in shared memory until the queue is closed, and answers with {@link WriterEnd}.
  *
  * `control` holds {@link WRITER_CONTROL_WORDS} int32 at the `WRITER_*` indexes; `queue`
- * holds {@link WRITER_ENTRY_WORDS} doubles per entry — chunk slot, `from`, `to`, output
- * position of byte 0 of the chunk, number of operations, scanned (1 or 0) — and `pending`
- * one int32 per slot: the entries of that slot not finished yet. An entry asks for the
- * slot's chunk to be filled first by its operations, when it has any (`ops[slot]`, in the
- * form of {@link CopyRequest.ops}, reads and zeroes only), then for the non-zero 4 KiB
- * blocks (aligned in the output) of bytes `[from, to)` to be written — or, when the main
- * thread has scanned it already, for `[from, to)` to be written as it is.
+ * holds {@link WRITER_ENTRY_WORDS} doubles per entry — chunk slot, number of operations,
+ * scanned (1 or 0) — and `pending` one int32 per slot: the entries of that slot not
+ * finished yet. An entry asks for the slot's chunk to be filled first by its operations,
+ * when it has any (`ops[slot]`, in the form of {@link CopyRequest.ops}, reads and zeroes
+ * only), then for its pieces to be written (`pieces[slot]`: their number, then
+ * {@link PIECE_WORDS} doubles each, as {@link CopyRequest.pieces}): the non-zero 4 KiB blocks
+ * (aligned in the output) of each — or, when the main thread has scanned them already, each
+ * piece as it is.
+ *
+ * `claims` holds one int32 per slot, the `CLAIM_*` state of the reads of the slot's entry
+ * that carries operations: the writer takes them (`CLAIM_OPEN` → `CLAIM_WRITER`) when it
+ * reaches the entry, unless the main thread took them first (`CLAIM_MAIN`, while it had no
+ * slot to fill); the writer then waits until the main thread has filled the chunk and
+ * listed its non-zero spans as the slot's pieces (`CLAIM_SCANNED`, then writes them as they
+ * are), filled it only (`CLAIM_FILLED`, then scans and writes it) or failed to
+ * (`CLAIM_FAILED`, then skips the entry).
  */
 export interface WriterStart {
   readonly kind: 'writer';
@@ -80,9 +94,12 @@ export interface WriterStart {
   readonly chunks: readonly SharedArrayBuffer[];
   /** Per slot: room for {@link WRITER_MAX_OPS} operations. */
   readonly ops: readonly SharedArrayBuffer[];
+  /** Per slot: room for its pieces ({@link writerPieceRoom}). */
+  readonly pieces: readonly SharedArrayBuffer[];
   readonly control: SharedArrayBuffer;
   readonly queue: SharedArrayBuffer;
   readonly pending: SharedArrayBuffer;
+  readonly claims: SharedArrayBuffer;
   /** The output's write lock (as {@link CopyRequest.writeLock}). */
   readonly writeLock: SharedArrayBuffer;
 }
@@ -102,9 +119,32 @@ export const WRITER_FAILED = 5;
 /** 1: the writer thread serves the queue (until then the main thread writes itself). */
 export const WRITER_READY = 6;
 export const WRITER_CONTROL_WORDS = 7;
-export const WRITER_ENTRY_WORDS = 6;
+export const WRITER_ENTRY_WORDS = 3;
 /** Operations an entry may carry. */
 export const WRITER_MAX_OPS = 512;
+/** Pieces of guest data a batch may have (one entry carries them all). */
+export const WRITER_MAX_PIECES = 64;
+
+/**
+ * Pieces a slot of `chunkBytes` bytes has room for: its pieces, or the non-zero spans the
+ * main thread found in them (at most one per piece plus one per two 4 KiB blocks).
+ */
+export function writerPieceRoom(chunkBytes: number): number {
+  return 2 * WRITER_MAX_PIECES + Math.ceil(chunkBytes / 8192) + 1;
+}
+
+/** Claim states of a slot's reads ({@link WriterStart.claims}): queued, nobody's yet. */
+export const CLAIM_OPEN = 0;
+/** The writer thread does them. */
+export const CLAIM_WRITER = 1;
+/** The main thread does them. */
+export const CLAIM_MAIN = 2;
+/** The main thread did them: the chunk is filled (the writer finds its zero blocks). */
+export const CLAIM_FILLED = 3;
+/** The main thread did them and replaced the slot's pieces by their non-zero spans. */
+export const CLAIM_SCANNED = 5;
+/** The main thread's reads failed: the entry is not written (the main thread reports it). */
+export const CLAIM_FAILED = 4;
 
 /** The writer's answer when its queue is closed and drained (its thread is free again). */
 export interface WriterEnd {

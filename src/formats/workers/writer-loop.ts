@@ -11,9 +11,16 @@ import { nonZeroSpans } from '../../io/zero-blocks.js';
 import { ReadCounts } from './read-counts.js';
 import { pwriteLocked } from './write-lock.js';
 import {
+  CLAIM_FAILED,
+  CLAIM_FILLED,
+  CLAIM_MAIN,
+  CLAIM_OPEN,
+  CLAIM_SCANNED,
+  CLAIM_WRITER,
   OP_READ,
   OP_WORDS,
   OP_ZERO,
+  PIECE_WORDS,
   WRITER_CANCELLED,
   WRITER_CLOSED,
   WRITER_ENTRY_WORDS,
@@ -30,9 +37,10 @@ import {
 /** What queue entries are carried out on, and what they did. */
 export interface EntryContext {
   readonly outFd: number;
-  /** The chunk slots, and the room for each slot's operations. */
+  /** The chunk slots, the room for each slot's operations, and for its pieces. */
   readonly chunks: readonly Buffer[];
   readonly ops: readonly Float64Array[];
+  readonly pieces: readonly Float64Array[];
   /** The output's write lock (write-lock.ts), or null to write without it. */
   readonly lock: Int32Array | null;
   readonly reads: ReadCounts;
@@ -40,11 +48,10 @@ export interface EntryContext {
 }
 
 /**
- * Carries out one queue entry (protocol.ts `WriterStart`): fills slot `slot` from its first
- * `count` operations, then writes the non-zero blocks of `[from, to)` (all of it when
- * `scanned`), byte 0 at output offset `position`; null, or what failed.
+ * Fills slot `slot` from its first `count` operations (reads and zeroes); null, or what
+ * failed.
  */
-export function runEntry(c: EntryContext, slot: number, from: number, to: number, position: number, count: number, scanned: boolean): JobError | null {
+export function fillChunk(c: EntryContext, slot: number, count: number): JobError | null {
   const chunk = c.chunks[slot] as Buffer;
   const list = c.ops[slot] as Float64Array;
   for (let i = 0; i < count; i++) {
@@ -60,12 +67,46 @@ export function runEntry(c: EntryContext, slot: number, from: number, to: number
       c.reads.add(fd, length);
     } else return { index: i, io: false, message: `operation kind ${kind} is not the writer's` };
   }
-  for (const [a, b] of scanned ? [[from, to] as const] : nonZeroSpans(chunk, position, from, to)) {
-    const failed = pwriteLocked(c.lock, c.outFd, chunk, a, b - a, position + a);
-    if (failed !== null) return { index: -1, io: true, message: failed };
-    c.written += b - a;
+  return null;
+}
+
+/**
+ * Carries out one queue entry (protocol.ts `WriterStart`): fills slot `slot` from its first
+ * `count` operations, then writes the non-zero blocks of each of its pieces (each piece as
+ * it is when `scanned`); null, or what failed.
+ */
+export function runEntry(c: EntryContext, slot: number, count: number, scanned: boolean): JobError | null {
+  const failedRead = fillChunk(c, slot, count);
+  if (failedRead !== null) return failedRead;
+  const chunk = c.chunks[slot] as Buffer;
+  const pieces = c.pieces[slot] as Float64Array;
+  const end = 1 + (pieces[0] as number) * PIECE_WORDS;
+  for (let p = 1; p < end; p += PIECE_WORDS) {
+    const from = pieces[p] as number;
+    const to = pieces[p + 1] as number;
+    const position = pieces[p + 2] as number;
+    for (const [a, b] of scanned ? [[from, to] as const] : nonZeroSpans(chunk, position, from, to)) {
+      const failed = pwriteLocked(c.lock, c.outFd, chunk, a, b - a, position + a);
+      if (failed !== null) return { index: -1, io: true, message: failed };
+      c.written += b - a;
+    }
   }
   return null;
+}
+
+/**
+ * Takes the reads of slot `slot`'s entry for the writer thread (protocol.ts `claims`):
+ * `CLAIM_WRITER` when this thread is to do them; else what the main thread did with them
+ * (`CLAIM_FILLED`, `CLAIM_SCANNED` or `CLAIM_FAILED`), waited for while it does them.
+ */
+export function claimReads(claims: Int32Array, slot: number): number {
+  let state = Atomics.compareExchange(claims, slot, CLAIM_OPEN, CLAIM_WRITER);
+  if (state === CLAIM_OPEN) return CLAIM_WRITER;
+  while (state === CLAIM_MAIN) {
+    Atomics.wait(claims, slot, CLAIM_MAIN);
+    state = Atomics.load(claims, slot);
+  }
+  return state;
 }
 
 /** Serves the queue of `m` until it is closed and drained; blocks this thread meanwhile. */
@@ -73,9 +114,10 @@ export function runWriter(m: WriterStart): WriterEnd {
   const control = new Int32Array(m.control);
   const queue = new Float64Array(m.queue);
   const pending = new Int32Array(m.pending);
+  const claims = new Int32Array(m.claims);
   const c: EntryContext = {
     outFd: m.outFd, chunks: m.chunks.map((b) => Buffer.from(b)), ops: m.ops.map((o) => new Float64Array(o)),
-    lock: new Int32Array(m.writeLock), reads: new ReadCounts(), written: 0,
+    pieces: m.pieces.map((p) => new Float64Array(p)), lock: new Int32Array(m.writeLock), reads: new ReadCounts(), written: 0,
   };
   const capacity = queue.length / WRITER_ENTRY_WORDS;
   let tail = Atomics.load(control, WRITER_TAIL);
@@ -92,9 +134,13 @@ export function runWriter(m: WriterStart): WriterEnd {
     }
     const e = (tail % capacity) * WRITER_ENTRY_WORDS;
     const slot = queue[e] as number;
-    if (error === null && Atomics.load(control, WRITER_CANCELLED) === 0) {
-      const q = queue;
-      const failed = runEntry(c, slot, q[e + 1] as number, q[e + 2] as number, q[e + 3] as number, q[e + 4] as number, q[e + 5] === 1);
+    let count = queue[e + 1] as number;
+    let scanned = queue[e + 2] === 1;
+    const claim = count > 0 ? claimReads(claims, slot) : CLAIM_WRITER;
+    if (claim !== CLAIM_WRITER) count = 0;
+    if (claim === CLAIM_SCANNED) scanned = true;
+    if (error === null && claim !== CLAIM_FAILED && Atomics.load(control, WRITER_CANCELLED) === 0) {
+      const failed = runEntry(c, slot, count, scanned);
       if (failed !== null) {
         error = { ...failed, slot };
         Atomics.store(control, WRITER_FAILED, 1);
