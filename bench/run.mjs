@@ -321,7 +321,8 @@ async function main() {
   if (opts['images-only']) { log(`images ready in ${dir}`); return 0; }
 
   const snap = snapshotVdisk(dir, distRoot);
-  VDISK_BIN = path.join(snap, 'dist', 'cli', 'bin.js');
+  // The `vdisk` launcher (start-up snapshot), as `npx vdisk` runs; bin.js in builds before it.
+  VDISK_BIN = path.join(snap, 'dist', 'cli', existsSync(path.join(snap, 'dist', 'cli', 'vdisk')) ? 'vdisk' : 'bin.js');
   const machine = describeMachine(repo, dir, snap, refBuild);
   machine.busyStart = opts.waitIdle > 0 ? await waitIdle(opts.waitIdle) : await busyNow();
   const method = rssMethod();

@@ -12,9 +12,16 @@ export const REPO_ROOT = path.resolve(fileURLToPath(new URL('.', import.meta.url
 
 /**
  * The built CLI entry point (`npm test` builds before running vitest). VDISK_CLI overrides
- * it, e.g. to test a snapshot of dist/ while dist/ is being rebuilt.
+ * it, e.g. to test a copy of dist/ while dist/ is being rebuilt.
  */
 export const CLI = process.env['VDISK_CLI'] ?? path.join(REPO_ROOT, 'dist', 'cli', 'bin.js');
+
+/**
+ * The start-up snapshot next to {@link CLI} (scripts/build-snapshot.mjs), which the `vdisk`
+ * launcher starts from: {@link runVdisk} starts from it too when it exists, so that the
+ * tests run the CLI as users do (test/cli/launcher.test.ts fails when the build made none).
+ */
+export const CLI_SNAPSHOT = path.join(path.dirname(CLI), 'vdisk.blob');
 
 /** Result of a finished process. */
 export interface RunResult {
@@ -62,10 +69,15 @@ export function run(command: string, args: readonly string[], options: RunOption
   });
 }
 
-/** Runs the built CLI (`node dist/cli/bin.js ARGS`) in `cwd`. */
+/**
+ * Runs the built CLI in `cwd`: from its start-up snapshot as the `vdisk` launcher does
+ * (`node --snapshot-blob dist/cli/vdisk.blob dist/cli ARGS`), or `node dist/cli/bin.js ARGS`
+ * when there is none.
+ */
 export function runVdisk(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   if (!existsSync(CLI)) {
     throw new Error(`${CLI} is missing: build first (npm run build; npm test builds automatically)`);
   }
+  if (existsSync(CLI_SNAPSHOT)) return run(process.execPath, ['--snapshot-blob', CLI_SNAPSHOT, path.dirname(CLI), ...args], options);
   return run(process.execPath, [CLI, ...args], options);
 }

@@ -48,7 +48,10 @@ import {
 
 /** `Atomics.waitAsync` (ES2024; in Node since 16), typed here for the ES2023 library. */
 type WaitAsync = (a: Int32Array, index: number, value: number) => { async: false; value: string } | { async: true; value: Promise<string> };
-const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+/** `Atomics.waitAsync`, looked up when called (the start-up snapshot is built without `Atomics`). */
+function waitAsync(a: Int32Array, index: number, value: number): ReturnType<WaitAsync> {
+  return (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync(a, index, value);
+}
 
 /** Entries the queue holds (a chunk is one entry, or one per non-zero span when scanned here). */
 const QUEUE_ENTRIES = 1024;

@@ -1,0 +1,42 @@
+// Builds the `vdisk` launcher and its start-up snapshot (run by `npm run build`, after tsc
+// and the ESM bundles):
+// - dist/cli/vdisk: the launcher (src/cli/vdisk.sh), executable;
+// - dist/cli/vdisk.cjs: the CLI bundled as one CommonJS script from dist/cli/snapshot-main.js
+//   (`import.meta.url` read from `globalThis.vdiskModuleUrl`, which the entry sets at start);
+// - dist/cli/vdisk.blob: the V8 heap after loading it (`node --build-snapshot`), and
+//   dist/cli/vdisk.blob.node: the path of the node that built it (a snapshot only loads in
+//   the same Node build; the launcher uses it only for that node, else dist/cli/bin.js).
+// When the snapshot cannot be built, the build goes on without it (the launcher then runs
+// bin.js) and says so.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildSync } from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cli = path.join(root, 'dist', 'cli');
+const blob = path.join(cli, 'vdisk.blob');
+const stamp = `${blob}.node`;
+
+copyFileSync(path.join(root, 'src', 'cli', 'vdisk.sh'), path.join(cli, 'vdisk'));
+chmodSync(path.join(cli, 'vdisk'), 0o755);
+rmSync(blob, { force: true });
+rmSync(stamp, { force: true });
+
+buildSync({
+  entryPoints: [path.join(cli, 'snapshot-main.js')],
+  bundle: true, platform: 'node', format: 'cjs', packages: 'external', logLevel: 'warning',
+  define: { 'import.meta.url': 'globalThis.vdiskModuleUrl' },
+  outfile: path.join(cli, 'vdisk.cjs'),
+});
+
+const built = spawnSync(process.execPath, ['--snapshot-blob', blob, '--build-snapshot', path.join(cli, 'vdisk.cjs')], {
+  cwd: cli, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+});
+if (built.status !== 0) {
+  rmSync(blob, { force: true });
+  console.warn(`build-snapshot: no start-up snapshot (node --build-snapshot failed, status ${built.status}); vdisk starts without it.\n${built.stderr}`);
+} else {
+  writeFileSync(stamp, `${realpathSync(process.execPath)}\n`);
+}

@@ -1,0 +1,86 @@
+/**
+ * The `vdisk` launcher (src/cli/vdisk.sh, built into dist/cli/vdisk with the start-up
+ * snapshot by scripts/build-snapshot.mjs): the build made a snapshot for this node; the
+ * launcher starts from it — directly and through a symlink, as npm's `.bin` links it — and
+ * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
+ * bin.js instead when the snapshot is missing, was built by another node, or is older than
+ * the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, REPO_ROOT, run } from '../helpers/cli.js';
+import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
+
+const DIST = path.dirname(CLI);
+const LAUNCHER = path.join(DIST, 'vdisk');
+const SAMPLE = path.join(REPO_ROOT, 'images', 'sample.qcow2');
+let dir = '';
+
+beforeAll(() => {
+  dir = makeTempDir('launcher-');
+});
+
+afterAll(() => {
+  if (dir !== '') removeTempDir(dir);
+});
+
+/** Runs `launcher args` under `sh -x`: the result, and the command line it exec'd. */
+async function launch(launcher: string, args: readonly string[]): Promise<{ stdout: string; stderr: string; status: number | null; exec: string }> {
+  const r = await run('sh', ['-x', launcher, ...args]);
+  const lines = r.stderr.split('\n');
+  const exec = lines.filter((l) => l.startsWith('+ exec ')).pop() ?? '';
+  return { stdout: r.stdout, stderr: lines.filter((l) => !l.startsWith('+')).join('\n'), status: r.status, exec };
+}
+
+/** `node dist/cli/bin.js args`, the reference. */
+async function plain(args: readonly string[]): Promise<{ stdout: string; stderr: string; status: number | null }> {
+  const r = await run(process.execPath, [CLI, ...args]);
+  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
+}
+
+describe('vdisk launcher', () => {
+  it('was built with a start-up snapshot for this node', () => {
+    expect(existsSync(path.join(DIST, 'vdisk.blob'))).toBe(true);
+    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8').trim()).toBe(realpathSync(process.execPath));
+  });
+
+  it('starts from the snapshot, directly and through a symlink, and gives what bin.js gives', async () => {
+    const link = path.join(dir, 'vdisk-link');
+    symlinkSync(LAUNCHER, link);
+    for (const args of [['map', '--output=json', SAMPLE], ['info', SAMPLE], ['map', path.join(dir, 'missing.qcow2')], ['frobnicate']]) {
+      const want = await plain(args);
+      for (const launcher of [LAUNCHER, link]) {
+        const got = await launch(launcher, args);
+        expect(got.exec).toContain(`--snapshot-blob ${path.join(DIST, 'vdisk.blob')} ${DIST} ${args[0]}`);
+        expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
+      }
+    }
+  });
+
+  it('runs bin.js when the snapshot is missing, was built by another node, or is older than node', async () => {
+    const node = realpathSync(process.execPath);
+    const cases: ReadonlyArray<readonly [string, (d: string) => void]> = [
+      ['missing', () => undefined],
+      ['other node', (d) => {
+        copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n`);
+      }],
+      ['older than node', (d) => {
+        copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n`);
+        utimesSync(path.join(d, 'vdisk.blob'), new Date(0), new Date(0));
+      }],
+    ];
+    const want = await plain(['map', SAMPLE]);
+    for (const [name, setup] of cases) {
+      const d = path.join(dir, name.replace(/ /g, '-'));
+      mkdirSync(d);
+      for (const f of ['vdisk', 'bin.js']) copyFileSync(path.join(DIST, f), path.join(d, f));
+      setup(d);
+      const got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE]);
+      expect(got.exec, name).toMatch(new RegExp(`^\\+ exec \\S+ ${path.join(d, 'bin.js').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+      expect({ stdout: got.stdout, status: got.status }, name).toEqual({ stdout: want.stdout, status: want.status });
+    }
+  });
+});
