@@ -7,14 +7,18 @@
  *
  * Nothing that depends on the run may happen at load time (no file, environment or
  * process state is read until `main` runs); `import.meta.url` is, in this bundle, the
- * run's `globalThis.vdiskModuleUrl`, set here from DIR before anything asks for it.
+ * run's `globalThis.vdiskModuleUrl`, set here from DIR before anything asks for it. Type
+ * feedback seeded at load (map-json-batch.ts) is not in the snapshot: it is seeded again.
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startupSnapshot } from 'node:v8';
 import { main } from './main.js';
+import { seedFeedback } from './format/map-json-batch.js';
 
 startupSnapshot.setDeserializeMainFunction(() => {
+  // The snapshot does not keep type feedback.
+  seedFeedback();
   const dir = process.argv[1] ?? '.';
   (globalThis as { vdiskModuleUrl?: string }).vdiskModuleUrl = pathToFileURL(path.join(path.resolve(dir), 'vdisk.cjs')).href;
   void main(process.argv.slice(2)).then((code) => {

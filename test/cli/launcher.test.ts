@@ -3,8 +3,8 @@
  * snapshot by scripts/build-snapshot.mjs): the build made a snapshot for this node; the
  * launcher starts from it — directly and through a symlink, as npm's `.bin` links it — and
  * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
- * bin.js instead when the snapshot is missing, was built by another node, or is older than
- * the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
+ * bin.js instead when NODE_OPTIONS are set, or the snapshot is missing, was built by another
+ * node, or is older than the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -56,6 +56,13 @@ describe('vdisk launcher', () => {
         expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
       }
     }
+  });
+
+  it('runs bin.js when NODE_OPTIONS are set (V8 options keep a snapshot from loading)', async () => {
+    const want = await plain(['map', SAMPLE]);
+    const r = await run('sh', ['-x', LAUNCHER, 'map', SAMPLE], { env: { ...process.env, NODE_OPTIONS: '--max-old-space-size=4096' } });
+    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${CLI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+    expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
   });
 
   it('runs bin.js when the snapshot is missing, was built by another node, or is older than node', async () => {

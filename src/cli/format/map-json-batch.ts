@@ -172,9 +172,10 @@ export function writeMapBatchJson(out: AsciiBuffer, batch: MapBatch, first: bool
  * optimising compiler must not first speculate on small integers and then throw its code
  * away once offsets pass 2^31 (each recompilation cost ~40 ms of a 2-core machine). Encoding
  * a few entries with large numbers, offsets, deep and shallow depths once at load fixes the
- * feedback as general numbers.
+ * feedback as general numbers. A start-up snapshot does not keep feedback: its entry
+ * (snapshot-main.ts) calls this again when a run starts from it.
  */
-function seedFeedback(): void {
+export function seedFeedback(): void {
   // Every digit count from 1 to 16, each flag combination, with and without offsets.
   const batch = new MapBatch(32);
   for (let i = 0; i < 32; i++) {
