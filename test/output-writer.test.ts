@@ -43,6 +43,15 @@ function source(name: string, n: number): { file: string; bytes: Buffer } {
   return { file, bytes };
 }
 
+/** A stand-in writer thread: says it is up, takes nothing, and exits 300 ms later. */
+function dying(): Worker {
+  return new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     parentPort.once('message', (m) => { Atomics.store(new Int32Array(m.control), ${WRITER_READY}, 1); setTimeout(() => process.exit(3), 300); });`,
+    { eval: true },
+  );
+}
+
 function ops(list: readonly (readonly number[])[]): Float64Array {
   const f = new Float64Array(list.length * OP_WORDS);
   list.forEach((op, i) => f.set(op, i * OP_WORDS));
@@ -213,13 +222,6 @@ describe('OutputWriter', () => {
   });
 
   it('writes on the caller\'s thread what a writer that died left queued, and whatever comes after', async () => {
-    // A stand-in writer: says it is up, takes nothing, and exits 300 ms later.
-    const dying = (): Worker =>
-      new Worker(
-        `const { parentPort } = require('node:worker_threads');
-         parentPort.once('message', (m) => { Atomics.store(new Int32Array(m.control), ${WRITER_READY}, 1); setTimeout(() => process.exit(3), 300); });`,
-        { eval: true },
-      );
     const failing = (): Worker => {
       throw new Error('no threads here');
     };
@@ -245,12 +247,6 @@ describe('OutputWriter', () => {
   });
 
   it('does not read again, when the writer died, the reads the caller took from it', async () => {
-    const dying = (): Worker =>
-      new Worker(
-        `const { parentPort } = require('node:worker_threads');
-         parentPort.once('message', (m) => { Atomics.store(new Int32Array(m.control), ${WRITER_READY}, 1); setTimeout(() => process.exit(3), 300); });`,
-        { eval: true },
-      );
     const { file, bytes } = source('taken.bin', SLOT);
     const outPath = path.join(dir, 'taken.raw');
     const out = openSync(outPath, 'w');

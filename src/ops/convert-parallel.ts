@@ -57,8 +57,6 @@ interface Batch {
   end: number;
 }
 
-/** Pieces a batch holds at most (as many as one entry of the writer's queue carries). */
-const MAX_PIECES = WRITER_MAX_PIECES;
 /** Operations after which a batch is full (the writer carries up to `WRITER_MAX_OPS`). */
 const MAX_BATCH_OPS = WRITER_MAX_OPS / 2;
 
@@ -84,7 +82,10 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   /** Whether to stop queuing chunks: one failed, or a queued write did. */
   const stopping = (): boolean => failure !== null || writer?.failed === true;
 
-  /** Writes piece `[from, to)` of `chunk`, byte 0 at output offset `position`, from this thread (no writer thread): non-zero spans through the thread pool. */
+  /**
+   * Writes piece `[from, to)` of `chunk`, byte 0 at output offset `position`, from this
+   * thread (no writer thread): its non-zero spans through the thread pool.
+   */
   const writeHere = async (chunk: Buffer, from: number, to: number, position: number): Promise<void> => {
     const writes: Promise<void>[] = [];
     for (const [a, b] of nonZeroSpans(chunk, position, from, to)) writes.push(out.write(chunk, a, b, position + a));
@@ -121,17 +122,15 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       await plan.runHere();
       if (w === null) return batchHere(b);
       // The writer is behind, or cannot carry the operations: this thread finds the zero
-      // blocks too, and queues the non-zero spans (in as many entries as they need).
+      // blocks too, and queues the non-zero spans as the pieces of one entry (a slot's room
+      // holds every span its pieces can have: protocol.ts writerPieceRoom).
       const spans: number[] = [];
-      const room = w.pieceRoom(slot) * PIECE_WORDS;
       for (let p = 0; p < pieces.length; p += PIECE_WORDS) {
         const position = pieces[p + 2] as number;
         for (const [from, to] of nonZeroSpans(chunk, position, pieces[p] as number, pieces[p + 1] as number)) spans.push(from, to, position);
       }
-      for (let i = 0; i < spans.length; i += room) {
-        if (w.full) await w.room();
-        w.write(slot, spans.slice(i, i + room), null, true);
-      }
+      if (w.full) await w.room();
+      w.write(slot, spans, null, true);
       return;
     }
     await plan.settleLocal();
@@ -180,10 +179,10 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       if (run.zero) continue;
       for (let o = run.start; o < run.start + run.length; o += options.chunkSize) {
         const len = Math.min(options.chunkSize, run.start + run.length - o);
-        // Short runs share a slot: one batch, one entry per piece (overlay clusters scattered
-        // over the disk are one 64 KiB run each: a slot per run cost this thread more than
-        // their reads).
-        if (batch !== null && (batch.fill + len > options.chunkSize || batch.pieces.length >= MAX_PIECES * PIECE_WORDS || batch.plan.opCount >= MAX_BATCH_OPS)) {
+        // Short runs share a slot: one batch, one queue entry or copy job (overlay clusters
+        // scattered over the disk are one 64 KiB run each: a slot and an entry per run cost
+        // this thread more than their reads, and kept the writer waiting for work).
+        if (batch !== null && (batch.fill + len > options.chunkSize || batch.pieces.length >= WRITER_MAX_PIECES * PIECE_WORDS || batch.plan.opCount >= MAX_BATCH_OPS)) {
           const b = batch;
           batch = null;
           await dispatch(b);

@@ -53,7 +53,7 @@ function waitAsync(a: Int32Array, index: number, value: number): ReturnType<Wait
   return (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync(a, index, value);
 }
 
-/** Entries the queue holds (a chunk is one entry, or one per non-zero span when scanned here). */
+/** Entries the queue holds (one per chunk). */
 const QUEUE_ENTRIES = 1024;
 
 /** What the writer did, once finished. */
@@ -175,15 +175,10 @@ export class OutputWriter {
     }
   }
 
-  /** Pieces one entry of slot `slot` may have (see {@link write}). */
-  pieceRoom(slot: number): number {
-    return ((this.pieces[slot] as Float64Array).length - 1) / PIECE_WORDS;
-  }
-
   /**
    * Queues slot `slot`: first filled by `ops` when given (see {@link canCarry}; the writer
    * reads them), then each piece of `pieces` written (protocol.ts `CopyRequest.pieces`:
-   * `from, to, position` each, at most {@link pieceRoom}) — its non-zero blocks, or, when
+   * `from, to, position` each, at most protocol.ts `writerPieceRoom`) — its non-zero blocks, or, when
    * `scanned` (the caller found the pieces non-zero), all of it. The queue must not be
    * {@link full}; the slot must not change until {@link idle} says it is done.
    */

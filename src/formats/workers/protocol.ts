@@ -127,7 +127,8 @@ export const WRITER_MAX_PIECES = 64;
 
 /**
  * Pieces a slot of `chunkBytes` bytes has room for: its pieces, or the non-zero spans the
- * main thread found in them (at most one per piece plus one per two 4 KiB blocks).
+ * main thread found in them (a piece of `n` bytes touches at most `n / 4096 + 2` blocks, so
+ * has at most `n / 8192 + 2` spans: with at most {@link WRITER_MAX_PIECES} pieces, all fit).
  */
 export function writerPieceRoom(chunkBytes: number): number {
   return 2 * WRITER_MAX_PIECES + Math.ceil(chunkBytes / 8192) + 1;
