@@ -1,5 +1,5 @@
 /**
- * The entry of vdisk's start-up snapshot (scripts/build-snapshot.mjs): bundled as one
+ * The entry of vdisk's start-up snapshot (scripts/build-cli.mjs): bundled as one
  * CommonJS script, run once by `node --build-snapshot` at build time, which saves the V8 heap
  * with every module of the CLI loaded. The `vdisk` launcher (vdisk.sh) starts Node from that
  * heap (`node --snapshot-blob vdisk.blob DIR ARGS…`, DIR being this directory), so that a

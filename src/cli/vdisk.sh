@@ -1,6 +1,6 @@
 #!/bin/sh
 # The `vdisk` command (copied to dist/cli/vdisk by the build). It starts Node from vdisk's
-# start-up snapshot (vdisk.blob, made by scripts/build-snapshot.mjs: the CLI's modules
+# start-up snapshot (vdisk.blob, made by scripts/build-cli.mjs: the CLI's modules
 # already loaded) when that snapshot was built by the `node` found here and that node has
 # not changed since, and no NODE_OPTIONS are set (V8 options such as --max-old-space-size
 # make a snapshot fail to load); otherwise it runs dist/cli/bin.js, the same CLI loaded the

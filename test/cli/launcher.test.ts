@@ -1,6 +1,6 @@
 /**
  * The `vdisk` launcher (src/cli/vdisk.sh, built into dist/cli/vdisk with the start-up
- * snapshot by scripts/build-snapshot.mjs): the build made a snapshot for this node; the
+ * snapshot by scripts/build-cli.mjs): the build made a snapshot for this node; the
  * launcher starts from it — directly and through a symlink, as npm's `.bin` links it — and
  * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
  * bin.js instead when NODE_OPTIONS are set, or the snapshot is missing, was built by another

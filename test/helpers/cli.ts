@@ -17,7 +17,7 @@ export const REPO_ROOT = path.resolve(fileURLToPath(new URL('.', import.meta.url
 export const CLI = process.env['VDISK_CLI'] ?? path.join(REPO_ROOT, 'dist', 'cli', 'bin.js');
 
 /**
- * The start-up snapshot next to {@link CLI} (scripts/build-snapshot.mjs), which the `vdisk`
+ * The start-up snapshot next to {@link CLI} (scripts/build-cli.mjs), which the `vdisk`
  * launcher starts from: {@link runVdisk} starts from it too when it exists, so that the
  * tests run the CLI as users do (test/cli/launcher.test.ts fails when the build made none).
  */

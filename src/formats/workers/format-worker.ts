@@ -29,7 +29,7 @@ import {
 
 
 const port = parentPort;
-if (port === null) throw new Error('format-worker.js runs on a worker thread');
+if (port === null) throw new Error('format-worker runs on a worker thread');
 
 port.on('message', (m: WorkerRequest) => {
   if (m.kind === 'decode') void decode(m).then((reply) => port.postMessage(reply));

@@ -25,9 +25,12 @@ function workerThreads(): typeof import('node:worker_threads') {
   return createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
 }
 
-/** Starts one worker thread running format-worker.js (the pool's, or an output writer). */
+/**
+ * Starts one worker thread running format-worker.ts (the pool's, or an output writer), as
+ * the CommonJS bundle the build puts next to this module (scripts/build-cli.mjs).
+ */
 export function spawnFormatWorker(): Worker {
-  return new (workerThreads().Worker)(new URL('./format-worker.js', import.meta.url));
+  return new (workerThreads().Worker)(new URL('./format-worker.cjs', import.meta.url));
 }
 
 /** The worker threads. */
