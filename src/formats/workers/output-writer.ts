@@ -143,6 +143,14 @@ export class OutputWriter {
     });
   }
 
+  /**
+   * Whether the writer thread serves the queue: entries queued from now on are its (until
+   * then, and once it is gone, {@link write} does each entry on this thread at once).
+   */
+  get threaded(): boolean {
+    return !this.inline && Atomics.load(this.control, WRITER_READY) !== 0;
+  }
+
   /** Whether a write failed (queued chunks after it are not written). */
   get failed(): boolean {
     return this.inlineError !== null || Atomics.load(this.control, WRITER_FAILED) !== 0;
@@ -188,7 +196,7 @@ export class OutputWriter {
     const room = this.pieces[slot] as Float64Array;
     room[0] = pieces.length / PIECE_WORDS;
     room.set(pieces, 1);
-    if (this.inline || Atomics.load(this.control, WRITER_READY) === 0) {
+    if (!this.threaded) {
       this.doHere(slot, count, scanned);
       return;
     }
