@@ -55,7 +55,7 @@ const built = spawnSync(process.execPath, ['--snapshot-blob', blob, '--build-sna
 });
 if (built.status !== 0) {
   rmSync(blob, { force: true });
-  console.warn(`build-snapshot: no start-up snapshot (node --build-snapshot failed, status ${built.status}); vdisk starts without it.\n${built.stderr}`);
+  console.warn(`build-cli: no start-up snapshot (node --build-snapshot failed, status ${built.status}); vdisk starts without it.\n${built.stderr}`);
 } else {
   writeFileSync(stamp, `${realpathSync(process.execPath)}\n`);
 }

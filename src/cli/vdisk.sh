@@ -25,7 +25,8 @@ case $d in
   *) d=$PWD/$d ;;
 esac
 n=$(command -v node) || { echo 'vdisk: node not found' >&2; exit 127; }
-if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && IFS= read -r b < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
+if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && [ -r "$d/vdisk.blob.node" ] && IFS= read -r b < "$d/vdisk.blob.node" &&
+  [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
   exec "$n" --snapshot-blob "$d/vdisk.blob" "$d" "$@"
 fi
 exec "$n" "$d/bin.js" "$@"

@@ -3,8 +3,8 @@
  * snapshot by scripts/build-cli.mjs): the build made a snapshot for this node; the
  * launcher starts from it — directly and through a symlink, as npm's `.bin` links it — and
  * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
- * bin.js instead when NODE_OPTIONS are set, or the snapshot is missing, was built by another
- * node, or is older than the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
+ * bin.js instead when NODE_OPTIONS are set, or the snapshot or its stamp is missing, or it was
+ * built by another node or is older than the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -65,10 +65,13 @@ describe('vdisk launcher', () => {
     expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
   });
 
-  it('runs bin.js when the snapshot is missing, was built by another node, or is older than node', async () => {
+  it('runs bin.js when the snapshot or its stamp is missing, or it was built by another node or is older than node', async () => {
     const node = realpathSync(process.execPath);
     const cases: ReadonlyArray<readonly [string, (d: string) => void]> = [
       ['missing', () => undefined],
+      ['no stamp', (d) => {
+        copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
+      }],
       ['other node', (d) => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
         writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n`);
@@ -87,7 +90,7 @@ describe('vdisk launcher', () => {
       setup(d);
       const got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE]);
       expect(got.exec, name).toMatch(new RegExp(`^\\+ exec \\S+ ${path.join(d, 'bin.js').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
-      expect({ stdout: got.stdout, status: got.status }, name).toEqual({ stdout: want.stdout, status: want.status });
+      expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }, name).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
     }
   });
 });
