@@ -7,12 +7,12 @@
 // - dist/cli/vdisk.cjs: the CLI bundled as one CommonJS script from dist/cli/snapshot-main.js
 //   (`import.meta.url` read from `globalThis.vdiskModuleUrl`, which the entry sets at start);
 // - dist/cli/vdisk.blob: the V8 heap after loading it (`node --build-snapshot`), and
-//   dist/cli/vdisk.blob.node: the path of the node that built it (a snapshot only loads in
-//   the same Node build; the launcher uses it only for that node, else dist/cli/bin.js).
+//   dist/cli/vdisk.blob.node: the path and inode of the node that built it (a snapshot only
+//   loads in the same Node build; the launcher uses it only with that file, else bin.js).
 // When the snapshot cannot be built, the build goes on without it (the launcher then runs
 // bin.js) and says so.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
@@ -57,5 +57,6 @@ if (built.status !== 0) {
   rmSync(blob, { force: true });
   console.warn(`build-cli: no start-up snapshot (node --build-snapshot failed, status ${built.status}); vdisk starts without it.\n${built.stderr}`);
 } else {
-  writeFileSync(stamp, `${realpathSync(process.execPath)}\n`);
+  const node = realpathSync(process.execPath);
+  writeFileSync(stamp, `${node}\n${statSync(node).ino}\n`);
 }

@@ -2,9 +2,10 @@
 # The `vdisk` command (copied to dist/cli/vdisk by the build). It starts Node from vdisk's
 # start-up snapshot (vdisk.blob, made by scripts/build-cli.mjs: the CLI's modules
 # already loaded) when that snapshot was built by the `node` found here and that node has
-# not changed since, and no NODE_OPTIONS are set (V8 options such as --max-old-space-size
-# make a snapshot fail to load); otherwise it runs dist/cli/bin.js, the same CLI loaded the
-# usual way.
+# not changed since — the same file (inode) as at the build, not modified after the
+# snapshot (a package upgrade replaces the file; its date may be older than the snapshot) —
+# and no NODE_OPTIONS are set (V8 options such as --max-old-space-size make a snapshot fail
+# to load); otherwise it runs dist/cli/bin.js, the same CLI loaded the usual way.
 # NODE_EXTRA_CA_CERTS is dropped: vdisk opens no network connection, and Node 20 parses
 # that CA bundle at every start.
 unset NODE_EXTRA_CA_CERTS
@@ -25,8 +26,12 @@ case $d in
   *) d=$PWD/$d ;;
 esac
 n=$(command -v node) || { echo 'vdisk: node not found' >&2; exit 127; }
-if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && [ -r "$d/vdisk.blob.node" ] && IFS= read -r b < "$d/vdisk.blob.node" &&
-  [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
-  exec "$n" --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && [ -r "$d/vdisk.blob.node" ] &&
+  { IFS= read -r b && IFS= read -r ino; } < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
+  i=$(ls -iL "$n")
+  i=${i#"${i%%[! ]*}"}
+  if [ "${i%% *}" = "$ino" ]; then
+    exec "$n" --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+  fi
 fi
 exec "$n" "$d/bin.js" "$@"

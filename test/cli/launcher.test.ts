@@ -4,9 +4,10 @@
  * launcher starts from it — directly and through a symlink, as npm's `.bin` links it — and
  * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
  * bin.js instead when NODE_OPTIONS are set, or the snapshot or its stamp is missing, or it was
- * built by another node or is older than the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
+ * built by another node (another path, or the same path now another file) or is older than
+ * the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO_ROOT, run } from '../helpers/cli.js';
@@ -42,7 +43,8 @@ async function plain(args: readonly string[]): Promise<{ stdout: string; stderr:
 describe('vdisk launcher', () => {
   it('was built with a start-up snapshot for this node', () => {
     expect(existsSync(path.join(DIST, 'vdisk.blob'))).toBe(true);
-    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8').trim()).toBe(realpathSync(process.execPath));
+    const node = realpathSync(process.execPath);
+    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8')).toBe(`${node}\n${statSync(node).ino}\n`);
   });
 
   it('starts from the snapshot, directly and through a symlink, and gives what bin.js gives', async () => {
@@ -74,17 +76,21 @@ describe('vdisk launcher', () => {
       }],
       ['other node', (d) => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
-        writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n`);
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n${statSync(node).ino}\n`);
+      }],
+      ['node replaced (another inode at the same path, dated before the snapshot)', (d) => {
+        copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino + 1}\n`);
       }],
       ['older than node', (d) => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
-        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n`);
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino}\n`);
         utimesSync(path.join(d, 'vdisk.blob'), new Date(0), new Date(0));
       }],
     ];
     const want = await plain(['map', SAMPLE]);
     for (const [name, setup] of cases) {
-      const d = path.join(dir, name.replace(/ /g, '-'));
+      const d = path.join(dir, name.replace(/\W+/g, '-'));
       mkdirSync(d);
       for (const f of ['vdisk', 'bin.js']) copyFileSync(path.join(DIST, f), path.join(d, f));
       setup(d);
