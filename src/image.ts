@@ -26,7 +26,17 @@ import { openChain, type ChainOptions } from './status/open-chain.js';
 import { Qcow2Driver } from './formats/qcow2/qcow2-driver.js';
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
-import { contentRunBatches, contentRuns, dataExtents, readChunks, type ContentRun, type DataExtent, type DataExtentOptions } from './status/data-extents.js';
+import {
+  contentRunBatches,
+  contentRuns,
+  dataExtents,
+  readChunks,
+  sourcedRunBatches,
+  type ContentRun,
+  type DataExtent,
+  type DataExtentOptions,
+  type SourcedRun,
+} from './status/data-extents.js';
 import { planChain, readChain, type ReadSink } from './status/read.js';
 import { canWalkFlat, walkFlatMap, type MapBatchSink } from './status/flat-map.js';
 import type { MapBatch } from './status/map-batch.js';
@@ -335,6 +345,16 @@ export class Image implements AsyncDisposable {
   contentRunBatches(options: ExtentOptions = {}): AsyncGenerator<readonly ContentRun[]> {
     const { start, end } = this.span(options);
     return contentRunBatches(this.top, start, end, this.statusCounters);
+  }
+
+  /**
+   * {@link contentRunBatches} with the file and host offset of the runs of plain stored
+   * data, where the status walk knows them (for the conversion: those runs need no second
+   * walk through the chain to plan their reads).
+   */
+  sourcedRunBatches(options: ExtentOptions = {}): AsyncGenerator<readonly SourcedRun[]> {
+    const { start, end } = this.span(options);
+    return sourcedRunBatches(this.top, start, end, this.statusCounters);
   }
 
   /** Merged runs over the chain marking where it reads as zero (mapping mode). */

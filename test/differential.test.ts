@@ -14,7 +14,7 @@
  * skipped, with a warning, when qemu-nbd or nbdinfo is missing.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
@@ -836,7 +836,7 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
 
         const refuses = img.vdiskRefuses;
         describe.concurrent(label, () => {
-          if (refuses !== undefined) it(`vdisk refuses to map it (${refuses ?? ''}) where qemu-img reads zeroes`, async ({ expect }) => {
+          if (refuses !== undefined) it(`vdisk refuses to map or convert it (${refuses ?? ''}) where qemu-img reads zeroes`, async ({ expect }) => {
             checkSetup();
             for (const args of [['map', '-f', img.format, '--output=json'], ['map', '-f', img.format], ['map', '-f', img.format, '--mode=allocation']]) {
               if (!args.includes('--mode=allocation')) {
@@ -847,6 +847,12 @@ describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concur
               expect(v.status).toBe(1);
               expect(v.stderr).toMatch(new RegExp(`^vdisk: ${refuses ?? ''}: `));
             }
+            // And to convert it (the conversion plans from the same walk's answers), leaving no output.
+            const out = path.join(root, `refused-${createHash('sha1').update(label).digest('hex').slice(0, 12)}.raw`);
+            const v = await runVdisk(['convert', '-f', img.format, '-O', 'raw', ...extra(), arg(), out], { cwd: cwd() });
+            expect(v.status).toBe(1);
+            expect(v.stderr).toMatch(new RegExp(`^vdisk: ${refuses ?? ''}: `));
+            expect(existsSync(out)).toBe(false);
           });
 
           if (img.qemuOpen === undefined && refuses === undefined) it('convert -O raw: same content as qemu-img, no more allocated blocks', async ({ expect }) => {

@@ -1,6 +1,8 @@
 /**
  * The conversion engine: this thread walks the chain's non-zero runs and plans each chunk
- * (status/read-plan.ts) into one of a fixed set of shared chunk slots.
+ * (status/read-plan.ts) into one of a fixed set of shared chunk slots — runs of plain
+ * stored data straight from the walk's answers (their file and host offset: no second walk
+ * through the layers), anything else (compressed clusters) through the chain.
  *
  * - A chunk with compressed clusters goes to a pool worker, which reads it (file reads and
  *   whole compressed clusters by descriptor), finds its zero blocks and writes the rest.
@@ -175,7 +177,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   };
   let batch: Batch | null = null;
   try {
-    for await (const runs of img.contentRunBatches()) for (const run of runs) {
+    for await (const runs of img.sourcedRunBatches()) for (const run of runs) {
       if (run.zero) continue;
       for (let o = run.start; o < run.start + run.length; o += options.chunkSize) {
         const len = Math.min(options.chunkSize, run.start + run.length - o);
@@ -196,7 +198,9 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
           }
           batch = { slot, plan: new ReadPlan(views[slot] as Buffer, { syncReads: true }), pieces: [], fill: 0, end: 0 };
         }
-        await img.planRead(o, len, batch.plan, batch.fill);
+        // Plain stored data as the status walk found it; anything else through the chain.
+        if (run.file !== null) batch.plan.data(run.file, run.hostOffset + (o - run.start), len, batch.fill);
+        else await img.planRead(o, len, batch.plan, batch.fill);
         batch.pieces.push(batch.fill, batch.fill + len, o - batch.fill);
         batch.fill += len;
         batch.end = o + len;

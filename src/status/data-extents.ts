@@ -10,7 +10,8 @@ import type { StatusCounters } from './one-layer.js';
 import type { ChunkBuffers } from './chunk-buffers.js';
 import { readChain } from './read.js';
 import { canWalkFlat } from './flat-map.js';
-import { flatContentRunBatches, flatContentRuns } from './flat-content-runs.js';
+import { flatContentRunBatches, flatContentRuns, flatSourcedRunBatches } from './flat-content-runs.js';
+import type { RandomAccessFile } from '../io/random-access-file.js';
 
 /** A range of guest data with its bytes. */
 export interface DataExtent {
@@ -24,6 +25,30 @@ export interface ContentRun {
   readonly start: number;
   readonly length: number;
   readonly zero: boolean;
+}
+
+/**
+ * A {@link ContentRun} that also says, when the run is plain data stored in one file, where:
+ * byte `i` of the run is byte `hostOffset + i` of `file`. `file` is null for zero runs and
+ * for data that must be read through the chain (compressed clusters, or a range the walk's
+ * answer cannot vouch for).
+ */
+export interface SourcedRun extends ContentRun {
+  readonly file: RandomAccessFile | null;
+  readonly hostOffset: number;
+}
+
+/**
+ * The runs of {@link contentRunBatches} with their sources where the flat map walk knows
+ * them (a run per stored extent, not merged across them); through the general walk every
+ * run has `file` null.
+ */
+export async function* sourcedRunBatches(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<readonly SourcedRun[]> {
+  if (canWalkFlat(top)) {
+    yield* flatSourcedRunBatches(top, start, end, counters);
+    return;
+  }
+  for await (const runs of contentRunBatches(top, start, end, counters)) yield runs.map((r) => ({ ...r, file: null, hostOffset: 0 }));
 }
 
 /**

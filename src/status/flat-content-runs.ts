@@ -7,9 +7,11 @@
  * The walk pushes batches; this generator pulls them, holding at most two batches of
  * entries, and stops the walk when the consumer stops early.
  */
-import { MAP_ZERO, MapBatch } from './map-batch.js';
+import { MAP_DATA, MAP_ZERO, MapBatch } from './map-batch.js';
 import type { ChainNode } from './chain-node.js';
-import type { ContentRun } from './data-extents.js';
+import type { ContentRun, SourcedRun } from './data-extents.js';
+import type { RandomAccessFile } from '../io/random-access-file.js';
+import type { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
 import { walkFlatMap } from './flat-map.js';
 import type { StatusCounters } from './one-layer.js';
 
@@ -22,10 +24,41 @@ export async function* flatContentRuns(top: ChainNode, start: number, end: numbe
 }
 
 /** The same runs, a batch (one walk batch's worth, in order) at a time: one await per batch, not per run. */
-export async function* flatContentRunBatches(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun[]> {
+export function flatContentRunBatches(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<ContentRun[]> {
+  return runBatches(top, start, end, counters, false);
+}
+
+/**
+ * The same batches, where each run of plain data stored in one file also says where
+ * (data-extents.ts `SourcedRun`: the walk's host offset, in the file of the entry's layer);
+ * such runs merge only while that file and its offsets continue.
+ */
+export function flatSourcedRunBatches(top: ChainNode, start: number, end: number, counters: StatusCounters): AsyncGenerator<SourcedRun[]> {
+  return runBatches(top, start, end, counters, true) as AsyncGenerator<SourcedRun[]>;
+}
+
+/** The batches of either kind: runs are `SourcedRun`s when `sourced`. */
+async function* runBatches(top: ChainNode, start: number, end: number, counters: StatusCounters, sourced: boolean): AsyncGenerator<ContentRun[]> {
   if (start >= end) return;
   const queue: ContentRun[][] = [];
-  let cur: { start: number; length: number; zero: boolean } | null = null;
+  let cur: { start: number; length: number; zero: boolean; file: RandomAccessFile | null; hostOffset: number } | null = null;
+  /** A finished run as handed out: without the source fields unless `sourced`. */
+  const out = (r: SourcedRun): ContentRun => (sourced ? r : { start: r.start, length: r.length, zero: r.zero });
+  const layers = [...top.layers()];
+  /** Per depth: the file host offsets point into; null when it cannot be had (reads then go through the chain and report why). */
+  const files: Array<RandomAccessFile | null | undefined> = layers.map(() => undefined);
+  const fileAt = (depth: number): RandomAccessFile | null => {
+    let f = files[depth];
+    if (f === undefined) {
+      try {
+        f = ((layers[depth] as ChainNode).driver as Qcow2Driver).offsetFile();
+      } catch {
+        f = null;
+      }
+      files[depth] = f;
+    }
+    return f;
+  };
   let wake: (() => void) | null = null;
   let resume: (() => void) | null = null;
   let stopped = false;
@@ -42,12 +75,24 @@ export async function* flatContentRunBatches(top: ChainNode, start: number, end:
     for (let k = 0; k < b.count; k++) {
       const s = b.start[k] as number;
       const len = b.length[k] as number;
-      const zero = ((b.attrs[k] as number) & MAP_ZERO) !== 0;
+      const attrs = b.attrs[k] as number;
+      const zero = (attrs & MAP_ZERO) !== 0;
       if (len === 0) continue;
-      if (cur !== null && cur.zero === zero && cur.start + cur.length === s) cur.length += len;
+      let file: RandomAccessFile | null = null;
+      let hostOffset = 0;
+      if (sourced && !zero && (attrs & MAP_DATA) !== 0 && (b.offset[k] as number) >= 0) {
+        file = fileAt(b.depth[k] as number);
+        hostOffset = b.offset[k] as number;
+        // Data past the end of the file is an error the chain's read reports.
+        if (file !== null && hostOffset + len > file.size) file = null;
+      }
+      if (
+        cur !== null && cur.zero === zero && cur.start + cur.length === s &&
+        cur.file === file && (file === null || cur.hostOffset + cur.length === hostOffset)
+      ) cur.length += len;
       else {
-        if (cur !== null) runs.push(cur);
-        cur = { start: s, length: len, zero };
+        if (cur !== null) runs.push(out(cur));
+        cur = { start: s, length: len, zero, file, hostOffset };
       }
     }
     b.count = 0;
@@ -59,7 +104,7 @@ export async function* flatContentRunBatches(top: ChainNode, start: number, end:
   };
   const walk = walkFlatMap(top, start, end, counters, new MapBatch(4096), sink).then(
     () => {
-      if (cur !== null) queue.push([cur]);
+      if (cur !== null) queue.push([out(cur)]);
       finished = true;
     },
     (e: unknown) => {

@@ -4,7 +4,8 @@
  * four layers; 4K to 64K clusters, extended L2, metadata preallocation, backing files
  * shorter and longer than their overlays; data, zero, unmapped-zero, discarded and
  * compressed writes), over the whole image and over random ranges, both walks must give
- * the same merged entries. Also checks which chains the flat walk takes.
+ * the same merged entries; its content runs equal the general walk's, and its sourced runs
+ * (the conversion's) point at the chain's bytes. Also checks which chains the flat walk takes.
  */
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openImage, type Image } from '../../src/index.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
 import { canWalkFlat } from '../../src/status/flat-map.js';
-import { flatContentRuns } from '../../src/status/flat-content-runs.js';
+import { flatContentRuns, flatSourcedRunBatches } from '../../src/status/flat-content-runs.js';
 import { generalContentRuns, type ContentRun } from '../../src/status/data-extents.js';
 import { rngInt } from '../helpers/prng.js';
 import { hasTool } from '../helpers/qemu.js';
@@ -157,6 +158,48 @@ describe('flat JSON map walk', () => {
         await img.close();
       }
     }
+  }, 300_000);
+
+  it('gives sourced runs with the content runs\' zero / data split, whose files hold the chain\'s bytes at their offsets (30 random chains)', async () => {
+    const counters = { driverCalls: 0 };
+    let sourced = 0;
+    let throughChain = 0;
+    for (let seed = 1; seed <= 30; seed++) {
+      const top = makeChain(dir, seed);
+      const img = await openImage(top, { format: 'qcow2' });
+      try {
+        const want: ContentRun[] = [];
+        for await (const c of flatContentRuns(img.top, 0, img.virtualSize, counters)) want.push({ start: c.start, length: c.length, zero: c.zero });
+        const merged: ContentRun[] = [];
+        for await (const runs of flatSourcedRunBatches(img.top, 0, img.virtualSize, counters)) {
+          for (const run of runs) {
+            const last = merged[merged.length - 1];
+            if (last !== undefined && last.zero === run.zero && last.start + last.length === run.start) merged[merged.length - 1] = { ...last, length: last.length + run.length };
+            else merged.push({ start: run.start, length: run.length, zero: run.zero });
+            if (run.zero) {
+              expect(run.file, `seed ${seed} at ${run.start}`).toBeNull();
+              continue;
+            }
+            const guest = new Uint8Array(run.length);
+            await img.read(run.start, run.length, guest);
+            if (run.file === null) {
+              throughChain++;
+              continue;
+            }
+            sourced++;
+            const host = new Uint8Array(run.length);
+            await run.file.read(host, run.hostOffset, run.length, 0);
+            expect(Buffer.from(host).equals(Buffer.from(guest)), `seed ${seed} run at ${run.start}`).toBe(true);
+          }
+        }
+        expect(merged, `seed ${seed}`).toEqual(want);
+      } finally {
+        await img.close();
+      }
+    }
+    // Both kinds occur: stored data, and compressed clusters read through the chain.
+    expect(sourced).toBeGreaterThan(30);
+    expect(throughChain).toBeGreaterThan(0);
   }, 300_000);
 
   it('is not taken for a raw layer in the chain', async () => {
