@@ -7,7 +7,7 @@ export type { OpenOptions, BlockStatus, AllocationExtent, WorkCounters, ExtentOp
 export type { MapEntry } from './status/map-entries.js';
 export type { BitmapInfo, ChangedRun } from './status/bitmap-status.js';
 export type { DirtyRun } from './formats/qcow2/bitmap-table.js';
-export type { DataExtent, ContentRun, DataExtentOptions } from './status/data-extents.js';
+export type { DataExtent, ContentRun, SourcedRun, DataExtentOptions } from './status/data-extents.js';
 export { ChunkBuffers } from './status/chunk-buffers.js';
 export type { ImageInfo, Qcow2SpecificInfo, SnapshotInfo } from './status/image-info.js';
 export type { StatusMode, FormatName } from './formats/driver.js';
