@@ -29,3 +29,18 @@ export function* nonZeroSpans(data: Uint8Array, position: number, from = 0, to =
   }
   if (runFrom >= 0) yield [runFrom, to];
 }
+
+/**
+ * The non-zero spans of several pieces of `data`, as {@link nonZeroSpans} finds them in each:
+ * `pieces` holds `from, to, position` per piece (bytes `[from, to)` of `data`, whose byte
+ * `i` goes to output offset `position + i`); the spans come back in the same form, piece
+ * after piece, starting at `pieces[first]`.
+ */
+export function nonZeroPieceSpans(data: Uint8Array, pieces: ArrayLike<number>, first = 0, end = pieces.length): number[] {
+  const spans: number[] = [];
+  for (let p = first; p < end; p += 3) {
+    const position = pieces[p + 2] as number;
+    for (const [a, b] of nonZeroSpans(data, position, pieces[p] as number, pieces[p + 1] as number)) spans.push(a, b, position);
+  }
+  return spans;
+}

@@ -32,7 +32,7 @@ import type { ReadCountList } from '../formats/workers/read-counts.js';
 import { releaseWriteLock } from '../formats/workers/write-lock.js';
 import { PIECE_WORDS, WRITER_MAX_OPS, WRITER_MAX_PIECES } from '../formats/workers/protocol.js';
 import { ReadPlan } from '../status/read-plan.js';
-import { nonZeroSpans } from '../io/zero-blocks.js';
+import { nonZeroPieceSpans } from '../io/zero-blocks.js';
 
 /** Options of {@link convertChunks}. */
 export interface ChunkConvertOptions {
@@ -84,23 +84,17 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   /** Whether to stop queuing chunks: one failed, or a queued write did. */
   const stopping = (): boolean => failure !== null || writer?.failed === true;
 
-  /**
-   * Writes piece `[from, to)` of `chunk`, byte 0 at output offset `position`, from this
-   * thread (no writer thread): its non-zero spans through the thread pool.
-   */
-  const writeHere = async (chunk: Buffer, from: number, to: number, position: number): Promise<void> => {
-    const writes: Promise<void>[] = [];
-    for (const [a, b] of nonZeroSpans(chunk, position, from, to)) writes.push(out.write(chunk, a, b, position + a));
-    const results = await Promise.allSettled(writes);
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
-  };
-  /** Reads and writes the pieces of a filled batch from this thread (no worker, or the pool broke). */
+  /** Writes the non-zero spans of a filled batch's pieces from this thread (no worker, or the pool broke), through the thread pool. */
   const batchHere = async (b: Batch): Promise<void> => {
     const chunk = views[b.slot] as Buffer;
-    for (let p = 0; p < b.pieces.length; p += PIECE_WORDS) {
-      const [from, to, position] = [b.pieces[p] as number, b.pieces[p + 1] as number, b.pieces[p + 2] as number];
-      await writeHere(chunk, from, to, position);
+    const spans = nonZeroPieceSpans(chunk, b.pieces);
+    const writes: Promise<void>[] = [];
+    for (let k = 0; k < spans.length; k += 3) {
+      const a = spans[k] as number;
+      writes.push(out.write(chunk, a, spans[k + 1] as number, (spans[k + 2] as number) + a));
     }
+    const results = await Promise.allSettled(writes);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
   };
   const copyBatch = async (b: Batch): Promise<void> => {
     const { slot, plan, pieces } = b;
@@ -126,13 +120,8 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
       // The writer is behind, or cannot carry the operations: this thread finds the zero
       // blocks too, and queues the non-zero spans as the pieces of one entry (a slot's room
       // holds every span its pieces can have: protocol.ts writerPieceRoom).
-      const spans: number[] = [];
-      for (let p = 0; p < pieces.length; p += PIECE_WORDS) {
-        const position = pieces[p + 2] as number;
-        for (const [from, to] of nonZeroSpans(chunk, position, pieces[p] as number, pieces[p + 1] as number)) spans.push(from, to, position);
-      }
       if (w.full) await w.room();
-      w.write(slot, spans, null, true);
+      w.write(slot, nonZeroPieceSpans(chunk, pieces), null, true);
       return;
     }
     await plan.settleLocal();

@@ -2,10 +2,11 @@
  * The zero-block test of conversions (src/io/zero-blocks.ts): on random buffers made of
  * zero blocks, data blocks, blocks whose only non-zero byte is anywhere (first byte, just
  * past the peeked bytes, last byte) and long zero stretches, at random output positions and
- * sub-ranges, the spans equal those of a plain byte-by-byte reference.
+ * sub-ranges, the spans equal those of a plain byte-by-byte reference; pieces of a chunk
+ * each get their spans at their own output position.
  */
 import { describe, expect, it } from 'vitest';
-import { nonZeroSpans, SPARSE_BLOCK } from '../../src/io/zero-blocks.js';
+import { nonZeroPieceSpans, nonZeroSpans, SPARSE_BLOCK } from '../../src/io/zero-blocks.js';
 import { rng } from '../helpers/prng.js';
 
 /** The reference: every output-aligned block (cut by `from`/`to`) tested byte by byte, runs merged. */
@@ -66,5 +67,21 @@ describe('nonZeroSpans', () => {
     expect([...nonZeroSpans(data, 0)]).toEqual([[175 * SPARSE_BLOCK, 176 * SPARSE_BLOCK]]);
     // At output offset 100 the blocks start 100 bytes earlier in the data.
     expect([...nonZeroSpans(data, 100)]).toEqual([[175 * SPARSE_BLOCK - 100, 176 * SPARSE_BLOCK - 100]]);
+  });
+
+  it('gives the spans of several pieces, each at its own output position, in the pieces\' form', () => {
+    const data = new Uint8Array(64 * 1024);
+    data[100] = 1; // piece 1, output block of 0
+    data[9000] = 2; // piece 2 at output 1,000,000 - 8192: block [8192 + 1808 ...)
+    data[40000] = 3; // outside every piece
+    const pieces = [0, 8192, 0, 8192, 16384, 1_000_000 - 8192];
+    const want = [
+      ...reference(data, 0, 0, 8192).flatMap(([a, b]) => [a, b, 0]),
+      ...reference(data, 1_000_000 - 8192, 8192, 16384).flatMap(([a, b]) => [a, b, 1_000_000 - 8192]),
+    ];
+    expect(nonZeroPieceSpans(data, pieces)).toEqual(want);
+    expect(want.length).toBe(6);
+    // A sub-list: the second piece only, given from its first word.
+    expect(nonZeroPieceSpans(data, [9, 9, 9, ...pieces], 6)).toEqual(want.slice(3));
   });
 });

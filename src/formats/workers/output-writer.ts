@@ -19,7 +19,7 @@ import type { Worker } from 'node:worker_threads';
 import { spawnFormatWorker } from './pool.js';
 import { ReadCounts, type ReadCountList } from './read-counts.js';
 import { fillChunk, runEntry, type EntryContext } from './writer-loop.js';
-import { nonZeroSpans } from '../../io/zero-blocks.js';
+import { nonZeroPieceSpans } from '../../io/zero-blocks.js';
 import {
   CLAIM_FAILED,
   CLAIM_FILLED,
@@ -250,13 +250,7 @@ export class OutputWriter {
    */
   private listSpans(slot: number): boolean {
     const room = this.pieces[slot] as Float64Array;
-    const chunk = this.here.chunks[slot] as Buffer;
-    const spans: number[] = [];
-    const end = 1 + (room[0] as number) * PIECE_WORDS;
-    for (let p = 1; p < end; p += PIECE_WORDS) {
-      const position = room[p + 2] as number;
-      for (const [a, b] of nonZeroSpans(chunk, position, room[p] as number, room[p + 1] as number)) spans.push(a, b, position);
-    }
+    const spans = nonZeroPieceSpans(this.here.chunks[slot] as Buffer, room, 1, 1 + (room[0] as number) * PIECE_WORDS);
     if (1 + spans.length > room.length) return false;
     room[0] = spans.length / PIECE_WORDS;
     room.set(spans, 1);
