@@ -28,15 +28,15 @@ buildSync({
   outfile: path.join(cli, 'bin.js'),
 });
 chmodSync(path.join(cli, 'bin.js'), 0o755);
-for (const dir of [cli, path.join(root, 'dist', 'formats', 'workers')]) {
-  buildSync({
-    entryPoints: [path.join(root, 'dist', 'formats', 'workers', 'format-worker.js')],
-    bundle: true, platform: 'node', format: 'cjs', packages: 'external', logLevel: 'warning',
-    define: { 'import.meta.url': 'workerModuleUrl' },
-    banner: { js: "const workerModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
-    outfile: path.join(dir, 'format-worker.cjs'),
-  });
-}
+const workers = path.join(root, 'dist', 'formats', 'workers');
+buildSync({
+  entryPoints: [path.join(workers, 'format-worker.js')],
+  bundle: true, platform: 'node', format: 'cjs', packages: 'external', logLevel: 'warning',
+  define: { 'import.meta.url': 'workerModuleUrl' },
+  banner: { js: "const workerModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  outfile: path.join(workers, 'format-worker.cjs'),
+});
+copyFileSync(path.join(workers, 'format-worker.cjs'), path.join(cli, 'format-worker.cjs'));
 
 copyFileSync(path.join(root, 'src', 'cli', 'vdisk.sh'), path.join(cli, 'vdisk'));
 chmodSync(path.join(cli, 'vdisk'), 0o755);

@@ -142,10 +142,10 @@ export const CLAIM_WRITER = 1;
 export const CLAIM_MAIN = 2;
 /** The main thread did them: the chunk is filled (the writer finds its zero blocks). */
 export const CLAIM_FILLED = 3;
-/** The main thread did them and replaced the slot's pieces by their non-zero spans. */
-export const CLAIM_SCANNED = 5;
 /** The main thread's reads failed: the entry is not written (the main thread reports it). */
 export const CLAIM_FAILED = 4;
+/** The main thread did them and replaced the slot's pieces by their non-zero spans. */
+export const CLAIM_SCANNED = 5;
 
 /** The writer's answer when its queue is closed and drained (its thread is free again). */
 export interface WriterEnd {
