@@ -165,26 +165,38 @@ export class L2Cache {
       const run = todo.slice(i, j);
       const batch = this.readRun(run);
       run.forEach((o, k) => {
-        const p = batch.then((tables) => tables[k] as L2Table).finally(() => this.loading.delete(o));
+        const p = batch.then((tables) => {
+          const t = tables[k] as L2Table | TableFailure;
+          if (t instanceof TableFailure) throw t.error;
+          return t;
+        }).finally(() => this.loading.delete(o));
         p.catch(() => undefined);
         this.loading.set(o, p);
       });
-      reads.push(batch);
+      reads.push(batch.then((tables) => {
+        for (const t of tables) if (t instanceof TableFailure) throw t.error;
+      }));
       i = j;
     }
     return Promise.all(reads).then(() => undefined);
   }
 
   private async read(offset: number): Promise<L2Table> {
-    return (await this.readRun([offset]))[0] as L2Table;
+    const t = (await this.readRun([offset]))[0] as L2Table | TableFailure;
+    if (t instanceof TableFailure) throw t.error;
+    return t;
   }
 
   /**
    * Reads adjacent tables starting at `run[0]` with one read into a pooled batch buffer,
    * then copies each into a table buffer of its own (recycled from evicted tables), so the
    * memory held is the cache's budget, not whole batches kept alive by one cached table.
+   * A table that fails its checks fails alone (a {@link TableFailure} in its place): the
+   * tables before and after it are cached, so a walk that needs only those does not see
+   * the error of a table read with them (QEMU reads tables one by one). A failed read
+   * fails them all.
    */
-  private async readRun(run: readonly number[]): Promise<L2Table[]> {
+  private async readRun(run: readonly number[]): Promise<Array<L2Table | TableFailure>> {
     const first = run[0] as number;
     const per = this.tableBytes / 4;
     if (run.length === 1) {
@@ -210,7 +222,7 @@ export class L2Cache {
       await this.file.read(buf, first, bytes);
       buf.swap32();
       const all = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
-      const out: L2Table[] = [];
+      const out: Array<L2Table | TableFailure> = [];
       for (let k = 0; k < run.length; k++) {
         const words = this.spare.pop() ?? new Uint32Array(per);
         words.set(all.subarray(k * per, (k + 1) * per));
@@ -219,7 +231,8 @@ export class L2Cache {
           runs = this.prepare(first + k * this.tableBytes, words);
         } catch (e) {
           this.recycle(words);
-          throw e;
+          out.push(new TableFailure(e));
+          continue;
         }
         this.loads++;
         out.push(this.insert(first + k * this.tableBytes, { words, runs }));
@@ -275,4 +288,9 @@ export class L2Cache {
     this.recycle(old.words);
     return true;
   }
+}
+
+/** A table of a batch read that failed its checks (the error its load rejects with). */
+class TableFailure {
+  constructor(readonly error: unknown) {}
 }

@@ -2,7 +2,8 @@
  * The L2 cache's scan resistance (l2-cache.ts): a sequential walk cycles through a few
  * buffers instead of filling the budget; a table used again after another one joins the
  * LRU and survives a long scan; the cache never holds more than its capacity; every table
- * comes back with its own bytes, whatever buffer it was read into.
+ * comes back with its own bytes, whatever buffer it was read into; a table that fails its
+ * checks in a batch read fails alone.
  */
 import { describe, expect, it } from 'vitest';
 import { rngInt } from '../../helpers/prng.js';
@@ -73,4 +74,26 @@ describe('L2Cache', () => {
     }
     expect(cache.loads).toBeLessThan(5000);
   });
+
+  it('fails only the table whose checks fail when several are read at once, caching the others', async () => {
+    // Tables 3..8 are read in one batch; table 5 fails its checks.
+    const cache = new L2Cache(file(), TABLE, 64 * TABLE, (offset) => {
+      if (offset === 5 * TABLE) throw new Error('table 5 is bad');
+      return null;
+    });
+    const offsets = [3, 4, 5, 6, 7, 8].map((t) => t * TABLE);
+    await expect(cache.loadMany(offsets)).rejects.toThrow('table 5 is bad');
+    for (const t of [3, 4, 6, 7, 8]) expect(cache.peek(t * TABLE)?.words[0], `table ${t}`).toBe(t);
+    expect(cache.peek(5 * TABLE)).toBeUndefined();
+    // Each table's own load: the good ones resolve, the bad one rejects.
+    const again = new L2Cache(file(), TABLE, 64 * TABLE, (offset) => {
+      if (offset === 5 * TABLE) throw new Error('table 5 is bad');
+      return null;
+    });
+    void again.loadMany(offsets).catch(() => undefined);
+    expect((await again.load(4 * TABLE)).words[0]).toBe(4);
+    await expect(again.load(5 * TABLE)).rejects.toThrow('table 5 is bad');
+    expect((await again.load(6 * TABLE)).words[0]).toBe(6);
+  });
 });
+
