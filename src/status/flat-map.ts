@@ -21,6 +21,7 @@ import { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
 import type { ChainNode } from './chain-node.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, type MapBatch } from './map-batch.js';
 import { oneLayerStatus, type StatusCounters } from './one-layer.js';
+import { kernelWalk, type FlatWalkResume } from './flat-walk-kernel.js';
 
 /** Hands a full (or the last) batch to the printer; the walk refills it afterwards. */
 export type MapBatchSink = (batch: MapBatch) => Promise<void> | undefined;
@@ -58,6 +59,29 @@ export async function walkFlatMap(
 ): Promise<void> {
   const nodes = [...top.layers()];
   const drivers = nodes.map((n) => n.driver as Qcow2Driver);
+  let resume: FlatWalkResume | undefined;
+  if (start < end) {
+    const k = await kernelWalk(drivers, start, end, batch.capacity, counters, sink);
+    if (k === 'done') return;
+    if (k !== null) resume = k;
+  }
+  await walkFlatMapJs(nodes, drivers, resume === undefined ? start : resume.pos, end, counters, resume?.batch ?? batch, sink, resume);
+}
+
+/**
+ * The walk in JavaScript, from `start`; `resume` (where the kernel stopped) gives the
+ * batch's finished entries and the merged entry in progress.
+ */
+async function walkFlatMapJs(
+  nodes: readonly ChainNode[],
+  drivers: readonly Qcow2Driver[],
+  start: number,
+  end: number,
+  counters: StatusCounters,
+  batch: MapBatch,
+  sink: MapBatchSink,
+  resume: FlatWalkResume | undefined,
+): Promise<void> {
   const lengths = drivers.map((d) => d.length);
   const bottom = nodes.length - 1;
   /** Per layer: whether mapping answers probe the host file (known after the first query). */
@@ -67,19 +91,19 @@ export async function walkFlatMap(
   const runEnd = new Float64Array(nodes.length).fill(-1);
   const runType = new Int32Array(nodes.length);
   const { start: bStart, length: bLength, offset: bOffset, depth: bDepth, attrs: bAttrs, capacity } = batch;
-  let k = 0;
+  let k = resume?.count ?? 0;
   // The first batch is short: the printer starts at once, and the hand-over path has run
   // before the optimising compiler sees this loop (a path it has not seen costs a deopt).
-  let limit = Math.min(capacity, FIRST_BATCH);
-  let cStart = start;
-  let cLen = 0;
-  let cDepth = 0;
-  let cAttrs = 0;
-  let cOff = -1;
+  let limit = resume !== undefined ? capacity : Math.min(capacity, FIRST_BATCH);
+  let cStart = resume?.start ?? start;
+  let cLen = resume?.length ?? 0;
+  let cDepth = resume?.depth ?? 0;
+  let cAttrs = resume?.attrs ?? 0;
+  let cOff = resume?.offset ?? -1;
   let pos = start;
   // Every layer's first L2 tables are read at once, not one layer after another as the walk
   // first reaches each (the reads overlap; a table never needed costs one read, no error).
-  if (start < end) for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
+  if (start < end && resume === undefined) for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
   try {
     while (pos < end) {
       let n = Math.min(PROBE_BYTES, end - pos);

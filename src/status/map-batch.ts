@@ -24,11 +24,30 @@ export class MapBatch {
   /** {@link MAP_PRESENT} | {@link MAP_ZERO} | {@link MAP_DATA}. */
   readonly attrs: Uint8Array;
 
-  constructor(readonly capacity = 4096) {
-    this.start = new Float64Array(capacity);
-    this.length = new Float64Array(capacity);
-    this.offset = new Float64Array(capacity);
-    this.depth = new Uint32Array(capacity);
-    this.attrs = new Uint8Array(capacity);
+  /**
+   * A batch of `capacity` slots, in arrays of its own or, given `memory` (8-byte aligned),
+   * laid out there: start, length and offset as float64 arrays, depth as uint32, attrs
+   * as uint8 — {@link MapBatch.bytes} bytes (the flat walk's kernel fills such a batch).
+   */
+  constructor(readonly capacity = 4096, memory?: { readonly buffer: ArrayBuffer; readonly byteOffset: number }) {
+    if (memory === undefined) {
+      this.start = new Float64Array(capacity);
+      this.length = new Float64Array(capacity);
+      this.offset = new Float64Array(capacity);
+      this.depth = new Uint32Array(capacity);
+      this.attrs = new Uint8Array(capacity);
+    } else {
+      const { buffer, byteOffset: at } = memory;
+      this.start = new Float64Array(buffer, at, capacity);
+      this.length = new Float64Array(buffer, at + capacity * 8, capacity);
+      this.offset = new Float64Array(buffer, at + capacity * 16, capacity);
+      this.depth = new Uint32Array(buffer, at + capacity * 24, capacity);
+      this.attrs = new Uint8Array(buffer, at + capacity * 28, capacity);
+    }
+  }
+
+  /** Bytes a batch of `capacity` slots takes laid out in memory. */
+  static bytes(capacity: number): number {
+    return capacity * 29;
   }
 }

@@ -4,7 +4,8 @@
  * bytes), `,\n` between entries: random entries with numbers of every digit count up to
  * 2^53 - 1, depths with and without templates, every flag combination, with and without
  * offsets, runs of entries repeating length and flags, batches that fill several output
- * chunks, and batches that do not open the list.
+ * chunks, and batches that do not open the list — for batches in JavaScript arrays and for
+ * the flat walk kernel's batches, which encode themselves in WebAssembly.
  */
 import { describe, expect, it } from 'vitest';
 import { rng } from '../helpers/prng.js';
@@ -13,6 +14,7 @@ import { writeMapEntryJson } from '../../src/cli/format/map-format.js';
 import { writeMapBatchJson } from '../../src/cli/format/map-json-batch.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
 import type { MapEntry } from '../../src/status/map-entries.js';
+import { KernelMapBatch, newKernelMapBatch } from '../../src/status/flat-walk-kernel.js';
 
 
 /** A number with a random count of digits, 2^53 - 1 at most. */
@@ -21,8 +23,18 @@ function anyNumber(r: () => number): number {
   return Math.min(Number.MAX_SAFE_INTEGER, Math.floor(r() * 10 ** digits));
 }
 
+/** The two kinds of batch: JavaScript arrays, and the flat walk kernel's (which encodes itself). */
+const KINDS = [
+  ['JavaScript batches', (capacity: number): MapBatch => new MapBatch(capacity)],
+  ['kernel batches', (capacity: number): MapBatch => {
+    const b = newKernelMapBatch(capacity);
+    if (b === null) throw new Error('the flat walk kernel (dist/wasm/flat-walk.wasm) is missing: run npm run build');
+    return b;
+  }],
+] as const;
+
 /** Prints `entries` both ways (the batch printer with batches of `capacity`) and compares. */
-async function expectSameBytes(entries: readonly MapEntry[], capacity: number): Promise<void> {
+async function expectSameBytes(entries: readonly MapEntry[], capacity: number, make: (capacity: number) => MapBatch): Promise<void> {
   const want = sink();
   entries.forEach((e, i) => {
     if (i > 0) want.out.text(',\n');
@@ -30,7 +42,7 @@ async function expectSameBytes(entries: readonly MapEntry[], capacity: number): 
   });
 
   const got = sink();
-  const batch = new MapBatch(capacity);
+  const batch = make(capacity);
   let printed = 0;
   const flush = (): void => {
     writeMapBatchJson(got.out, batch, printed === 0);
@@ -50,7 +62,7 @@ async function expectSameBytes(entries: readonly MapEntry[], capacity: number): 
   expect(await got.text()).toBe(await want.text());
 }
 
-describe('writeMapBatchJson', () => {
+describe.each(KINDS)('writeMapBatchJson, %s', (_kind, make) => {
   it('prints the per-entry printer\'s bytes for random entries', async () => {
     const r = rng(12345);
     const entries: MapEntry[] = [];
@@ -69,7 +81,7 @@ describe('writeMapBatchJson', () => {
     }
     entries.push({ start: Number.MAX_SAFE_INTEGER, length: 0, depth: 0, present: false, zero: false, data: false, offset: 0, filename: null });
 
-    await expectSameBytes(entries, 3000);
+    await expectSameBytes(entries, 3000, make);
   });
 
   it('prints repeated lengths and flags (copied within the buffer) exactly', async () => {
@@ -83,7 +95,13 @@ describe('writeMapBatchJson', () => {
       });
       start += length;
     }
-    await expectSameBytes(entries, 4096);
-    await expectSameBytes(entries, 7);
+    await expectSameBytes(entries, 4096, make);
+    await expectSameBytes(entries, 7, make);
+  });
+});
+
+describe('kernel batches', () => {
+  it('are what the kernel makes when it is available', () => {
+    expect(newKernelMapBatch(4)).toBeInstanceOf(KernelMapBatch);
   });
 });

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openImage, type Image } from '../../src/index.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
 import { canWalkFlat } from '../../src/status/flat-map.js';
+import { KernelMapBatch, kernelWalkCounts, useFlatWalkKernel } from '../../src/status/flat-walk-kernel.js';
 import { flatContentRuns, flatSourcedRunBatches } from '../../src/status/flat-content-runs.js';
 import { generalContentRuns, type ContentRun } from '../../src/status/data-extents.js';
 import { rngInt } from '../helpers/prng.js';
@@ -33,9 +34,12 @@ async function generalEntries(img: Image, range: { start?: number; length?: numb
   return out;
 }
 
-async function flatEntries(img: Image, range: { start?: number; length?: number }, capacity: number): Promise<View[]> {
+async function flatEntries(
+  img: Image, range: { start?: number; length?: number }, capacity: number, seen: (b: MapBatch) => void = () => undefined,
+): Promise<View[]> {
   const out: View[] = [];
   const ok = await img.walkFlatMap(range, new MapBatch(capacity), (b) => {
+    seen(b);
     for (let i = 0; i < b.count; i++) {
       const a = b.attrs[i] as number;
       const o = b.offset[i] as number;
@@ -107,24 +111,42 @@ describe('flat JSON map walk', () => {
   });
   afterAll(() => removeTempDir(dir));
 
-  it('gives the general walk\'s entries on 60 random chains, whole and in random ranges', async () => {
-    for (let seed = 1; seed <= 60; seed++) {
-      const top = makeChain(dir, seed);
-      const img = await openImage(top, { format: 'qcow2' });
-      try {
-        expect(canWalkFlat(img.top)).toBe(true);
-        const r = rngInt(seed * 7919);
-        const ranges: Array<{ start?: number; length?: number }> = [{}];
-        for (let k = 0; k < 4; k++) ranges.push({ start: r(img.virtualSize + 4096), length: 1 + r(img.virtualSize) });
-        ranges.push({ start: img.virtualSize });
-        for (const range of ranges) {
-          const want = await generalEntries(img, range);
-          const got = await flatEntries(img, range, 1 + r(8));
-          expect(got, `seed ${seed} range ${JSON.stringify(range)}`).toEqual(want);
+  it.each([
+    ['in its WebAssembly kernel (handing over to JavaScript at compressed clusters and preallocated layers)', true],
+    ['in JavaScript alone', false],
+  ])('gives the general walk\'s entries on 60 random chains, whole and in random ranges, %s', async (_how, kernel) => {
+    useFlatWalkKernel(kernel);
+    let kernelBatches = 0;
+    const handovers = kernelWalkCounts.handovers;
+    try {
+      for (let seed = 1; seed <= 60; seed++) {
+        const top = makeChain(dir, seed);
+        const img = await openImage(top, { format: 'qcow2' });
+        try {
+          expect(canWalkFlat(img.top)).toBe(true);
+          const r = rngInt(seed * 7919);
+          const ranges: Array<{ start?: number; length?: number }> = [{}];
+          for (let k = 0; k < 4; k++) ranges.push({ start: r(img.virtualSize + 4096), length: 1 + r(img.virtualSize) });
+          ranges.push({ start: img.virtualSize });
+          for (const range of ranges) {
+            const want = await generalEntries(img, range);
+            const got = await flatEntries(img, range, 1 + r(8), (b) => {
+              if (b instanceof KernelMapBatch) kernelBatches++;
+            });
+            expect(got, `seed ${seed} range ${JSON.stringify(range)}`).toEqual(want);
+          }
+        } finally {
+          await img.close();
         }
-      } finally {
-        await img.close();
       }
+    } finally {
+      useFlatWalkKernel(true);
+    }
+    if (kernel) {
+      expect(kernelBatches).toBeGreaterThan(100);
+      expect(kernelWalkCounts.handovers - handovers).toBeGreaterThan(10);
+    } else {
+      expect(kernelBatches).toBe(0);
     }
   }, 300_000);
 

@@ -7,6 +7,7 @@
  */
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../status/map-batch.js';
 import type { AsciiBuffer } from '../ascii-buffer.js';
+import { KernelMapBatch } from '../../status/flat-walk-kernel.js';
 
 /** Plain Uint8Arrays (not Buffers), so every copy sees one kind of array. */
 const enc = (t: string): Uint8Array => new Uint8Array(Buffer.from(t, 'latin1'));
@@ -158,6 +159,13 @@ function encodeEntries(b: Uint8Array, p: number, batch: MapBatch, from: number, 
  */
 export function writeMapBatchJson(out: AsciiBuffer, batch: MapBatch, first: boolean): void {
   const count = batch.count;
+  if (batch instanceof KernelMapBatch) {
+    // A batch of the walk's kernel encodes itself there (the same bytes).
+    for (let i = 0; i < count; i += KernelMapBatch.jsonEntries) {
+      out.bytes(batch.encodeJson(i, Math.min(count, i + KernelMapBatch.jsonEntries), first && i === 0));
+    }
+    return;
+  }
   for (let i = 0; i < count; ) {
     const p = out.reserve(MAX_ENTRY_BYTES);
     const b = out.target;

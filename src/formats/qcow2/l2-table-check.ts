@@ -28,6 +28,7 @@
 import { CorruptImageError, hex } from '../../errors.js';
 import { MetadataRanges, overlapError } from './metadata-ranges.js';
 import type { L2Runs } from './l2-runs.js';
+import { runsCleanInKernel, type HostCheckContext } from './table-scan.js';
 import {
   WORD_L1_RESERVED_HI as L1_RESERVED_HI,
   WORD_L1_RESERVED_LO as L1_RESERVED_LO,
@@ -136,7 +137,14 @@ export class L2TableChecker {
     private readonly l2Tables: Float64Array,
   ) {
     this.wordsPerEntry = ctx.extendedL2 ? 4 : 2;
+    this.hostContext = {
+      clusterSize: ctx.clusterSize, fileSize: ctx.fileSize, hasDataFile: ctx.hasDataFile,
+      rangeStarts: ranges.startOffsets, rangeEnds: ranges.endOffsets, maxEnd: ranges.maxEnd, l2Tables,
+    };
   }
+
+  /** What the table-scan kernel checks runs against. */
+  private readonly hostContext: HostCheckContext;
 
   /** The same checks for a view through another L1 table (an internal snapshot's). */
   forL1(l1: Uint32Array): L2TableChecker {
@@ -159,6 +167,8 @@ export class L2TableChecker {
    * metadata and active L2 tables. False means "check the entries one by one".
    */
   private runsClean(words: Uint32Array, runs: L2Runs): boolean {
+    const inKernel = runsCleanInKernel(words, runs, this.hostContext);
+    if (inKernel !== undefined) return inKernel;
     if (runs.compressed !== 0 || (runs.orHi & L2_RESERVED_HI) !== 0 || (runs.orLo & L2_RESERVED_LO) !== 0) return false;
     const { ctx, ranges } = this;
     if (ctx.hasDataFile) return true;

@@ -87,6 +87,16 @@ export class MetadataRanges {
     return new MetadataRanges(file, starts, ends, kindOf, kinds);
   }
 
+  /** The structures' starts, sorted (not to be modified). */
+  get startOffsets(): Float64Array {
+    return this.starts;
+  }
+
+  /** Their ends, in the same order (not to be modified). */
+  get endOffsets(): Float64Array {
+    return this.ends;
+  }
+
   /** Number of structures. */
   get size(): number {
     return this.starts.length;

@@ -44,7 +44,7 @@ import {
   type MappingGeometry,
 } from './host-offset.js';
 import { DEFAULT_L2_CACHE_BYTES, L2Cache, type L2Table } from './l2-cache.js';
-import { buildL2Runs, onlyPlainEntries } from './l2-runs.js';
+import { scanL2Table } from './table-scan.js';
 import { emptyPlainRunMemo, plainRun } from './plain-run.js';
 import { SubclusterType } from './l2-entry.js';
 import { RefcountReader } from './refcount.js';
@@ -135,7 +135,7 @@ export class Qcow2Driver implements BlockDriver {
     const checker = checks.l2Checker;
     const cs = this.clusterSize;
     this.l2Cache = new L2Cache(file, cs, l2Bytes, (o, w) => {
-      const runs = extendedL2 || onlyPlainEntries(w) ? null : buildL2Runs(w, cs, hasDataFile);
+      const runs = extendedL2 ? null : scanL2Table(w, cs, hasDataFile);
       checker?.check(o, w, runs);
       return runs;
     });
@@ -392,6 +392,19 @@ export class Qcow2Driver implements BlockDriver {
   loadL2Sync(l2Offset: number): boolean {
     this.refuseL2BeyondEof(l2Offset);
     return this.l2Cache.loadSync(l2Offset) !== undefined;
+  }
+
+  /**
+   * The words (native order, hi/lo per entry) of the L2 table at `l2Offset` when it is
+   * cached — loaded and checked — else undefined. Valid until the next load.
+   */
+  cachedL2Words(l2Offset: number): Uint32Array | undefined {
+    return this.l2Cache.peek(l2Offset)?.words;
+  }
+
+  /** The active L1 table's words (native order, hi/lo per entry). Not to be modified. */
+  get l1Words(): Uint32Array {
+    return this.l1;
   }
 
   /** Whether a read of the L2 table at `l2Offset` is under way (a read-ahead's). */

@@ -9,6 +9,9 @@
  */
 import { CorruptImageError, hex } from '../../errors.js';
 import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
+import { countNonZeroEntries } from './table-scan.js';
+
+export { countNonZero } from './refcount-entries.js';
 
 /** Refcount lookup for one image. */
 export class RefcountReader {
@@ -64,7 +67,7 @@ export class RefcountReader {
       await this.get(ti * perBlock);
       const block = this.blocks.get(Number((table[ti] ?? 0n) & 0xfffffffffffffe00n));
       if (block === undefined) continue;
-      found += countNonZero(block, 0, end - ti * perBlock, this.refcountOrder, limit - found);
+      found += countNonZeroEntries(block, 0, end - ti * perBlock, this.refcountOrder, limit - found);
     }
     return found;
   }
@@ -123,42 +126,4 @@ export function readEntry(block: Uint8Array, i: number, order: number): bigint {
   let v = 0n;
   for (let k = 0; k < width; k++) v = (v << 8n) | BigInt(block[i * width + k] ?? 0);
   return v;
-}
-
-/**
- * How many of entries `[first, end)` of a refcount block are not zero, counting no further
- * than `limit`. Entries of a byte or more are tested byte by byte in one loop (no call per
- * entry: a metadata-preallocation check tests every cluster of every layer at open).
- */
-export function countNonZero(block: Uint8Array, first: number, end: number, order: number, limit: number): number {
-  let found = 0;
-  const bits = 2 ** order;
-  if (bits < 8) {
-    for (let i = first; i < end && found < limit; i++) if (entryNonZero(block, i, order)) found++;
-    return found;
-  }
-  const width = bits / 8;
-  const stop = Math.min(end * width, block.length);
-  if (width === 2) {
-    for (let k = first * 2; k < stop && found < limit; k += 2) if (((block[k] as number) | (block[k + 1] as number)) !== 0) found++;
-    return found;
-  }
-  for (let k = first * width; k < stop && found < limit; k += width) {
-    let v = 0;
-    for (let j = 0; j < width; j++) v |= block[k + j] as number;
-    if (v !== 0) found++;
-  }
-  return found;
-}
-
-/** Whether entry `i` of a refcount block (entries `2^order` bits wide) is not zero. */
-export function entryNonZero(block: Uint8Array, i: number, order: number): boolean {
-  const bits = 2 ** order;
-  if (bits < 8) {
-    const perByte = 8 / bits;
-    return (((block[Math.floor(i / perByte)] ?? 0) >> ((i % perByte) * bits)) & ((1 << bits) - 1)) !== 0;
-  }
-  const width = bits / 8;
-  for (let k = i * width; k < (i + 1) * width; k++) if ((block[k] ?? 0) !== 0) return true;
-  return false;
 }

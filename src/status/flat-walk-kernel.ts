@@ -1,0 +1,261 @@
+/**
+ * Runs the flat map walk (flat-map.ts) in its WebAssembly kernel (wasm/flat-walk.ts, built
+ * to dist/wasm/flat-walk.wasm) when the chain allows it: qcow2 layers with standard L2
+ * tables and no external data file (canWalkFlat has already excluded encryption). A map is
+ * over before V8 optimises the JavaScript walk; the kernel's compiled code answers its
+ * queries from the first one.
+ *
+ * The kernel does no I/O: when it needs an L2 table, the driver loads and checks it as for
+ * the JavaScript walk (loadL2Sync / loadL2, read-ahead alike) and it is copied into the
+ * layer's slot; when it first queries a layer, the driver says whether mapping answers
+ * probe the host file (metadata preallocation), and if so the kernel stops there. It stops
+ * too (BAIL) before any entry it leaves to the JavaScript walk (compressed clusters,
+ * offsets QEMU refuses); the JavaScript walk then goes on from that position with the
+ * merged entry in progress, so entries, errors and what was printed before an error are
+ * the JavaScript walk's. One module is compiled per process, one instance (with its own
+ * memory) per walk: walks may run side by side.
+ */
+import type { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
+import { ensureMemory, instantiate, useWasmKernel, wasmKernel, type WasmMemory } from '../io/wasm-kernel.js';
+import { MapBatch } from './map-batch.js';
+import type { StatusCounters } from './one-layer.js';
+
+/** What a sink does with a full (or the last) batch (as flat-map.ts's MapBatchSink). */
+type Sink = (batch: MapBatch) => Promise<void> | undefined;
+
+/** The kernel's exports (wasm/flat-walk.ts). */
+interface KernelExports {
+  readonly memory: WasmMemory;
+  setup(layers: number, count: number, batch: number, capacity: number): void;
+  begin(from: number, to: number): void;
+  walk(): number;
+  finish(): number;
+  count(): number;
+  resetCount(): void;
+  needLayer(): number;
+  needTable(): number;
+  setSlot(layer: number, l2Offset: number): void;
+  setReady(layer: number): void;
+  position(): number;
+  pendingStart(): number;
+  pendingLength(): number;
+  pendingDepth(): number;
+  pendingAttrs(): number;
+  pendingOffset(): number;
+  lookups(): number;
+  encodeJson(from: number, to: number, first: number, out: number): number;
+  heapBase(): number;
+}
+
+/** walk() results. */
+const DONE = 0;
+const FULL = 1;
+const NEED = 2;
+const BAIL = 3;
+const ASK = 4;
+
+/** Bytes per layer record (the kernel's LAYER_BYTES). */
+const LAYER_BYTES = 64;
+/** Entries per batch. */
+const BATCH_ENTRIES = 4096;
+/** Entries encoded as JSON per kernel call, and the most bytes one entry takes. */
+const JSON_ENTRIES = 1024;
+const JSON_ENTRY_BYTES = 256;
+/** Most memory one walk's instance may take (L1 copies and one L2 slot per layer). */
+const MAX_KERNEL_BYTES = 64 * 1024 * 1024;
+/** L2 tables read ahead, as the JavaScript walk. */
+const L2_READ_AHEAD = 32;
+
+/** Where the JavaScript walk goes on after the kernel stopped (flat-map.ts). */
+export interface FlatWalkResume {
+  readonly pos: number;
+  /** The batch the kernel filled, holding `count` finished entries. */
+  readonly batch: MapBatch;
+  readonly count: number;
+  /** The merged entry in progress (`length` 0: none yet). */
+  readonly start: number;
+  readonly length: number;
+  readonly depth: number;
+  readonly attrs: number;
+  readonly offset: number;
+}
+
+/** Walks the kernel served, and how many of them it handed over to the JavaScript walk (for tests). */
+export const kernelWalkCounts = { walks: 0, handovers: 0 };
+
+/** Turns the kernel off or on (tests hold the two walks to each other). */
+export function useFlatWalkKernel(on: boolean): void {
+  useWasmKernel('flat-walk', on);
+}
+
+/** A batch laid out in a kernel instance's memory, which can encode itself as JSON there. */
+export class KernelMapBatch extends MapBatch {
+  constructor(
+    private readonly kernel: KernelExports,
+    at: number,
+    capacity: number,
+    private readonly jsonAt: number,
+  ) {
+    super(capacity, { buffer: kernel.memory.buffer, byteOffset: at });
+  }
+
+  /**
+   * Entries `[from, to)` as `qemu-img map --output=json` text (the bytes writeMapBatchJson
+   * writes), at most {@link JSON_ENTRIES} at a time: a view valid until the next call.
+   */
+  encodeJson(from: number, to: number, first: boolean): Uint8Array {
+    const end = this.kernel.encodeJson(from, to, first ? 1 : 0, this.jsonAt);
+    return new Uint8Array(this.kernel.memory.buffer, this.jsonAt, end - this.jsonAt);
+  }
+
+  /** Entries one {@link encodeJson} call takes. */
+  static readonly jsonEntries = JSON_ENTRIES;
+}
+
+const align = (n: number, to: number): number => Math.ceil(n / to) * to;
+
+/**
+ * An empty batch of `capacity` entries in a kernel instance of its own (to fill and
+ * encode without a walk), or null when the kernel is unavailable.
+ */
+export function newKernelMapBatch(capacity: number): KernelMapBatch | null {
+  const mod = wasmKernel('flat-walk');
+  if (mod === null) return null;
+  const k = instantiate<KernelExports>(mod);
+  const batchAt = align(k.heapBase(), 8);
+  const jsonAt = align(batchAt + MapBatch.bytes(capacity), 8);
+  ensureMemory(k.memory, jsonAt + JSON_ENTRIES * JSON_ENTRY_BYTES);
+  k.setup(batchAt, 0, batchAt, capacity);
+  return new KernelMapBatch(k, batchAt, capacity, jsonAt);
+}
+
+/**
+ * Walks `[start, end)` (start < end) of the layers `drivers` (top first) in the kernel,
+ * handing full batches (of `capacity` entries, at most BATCH_ENTRIES) and the last one to
+ * `sink`. Returns 'done' when the whole span was
+ * handed out, a {@link FlatWalkResume} when the JavaScript walk must go on, or null
+ * (nothing done) when the kernel cannot serve this chain. As the JavaScript walk, on an
+ * error it hands out the entries finished before it, then throws.
+ */
+export async function kernelWalk(
+  drivers: readonly Qcow2Driver[],
+  start: number,
+  end: number,
+  capacity: number,
+  counters: StatusCounters,
+  sink: Sink,
+): Promise<'done' | FlatWalkResume | null> {
+  let bytes = 0;
+  for (const d of drivers) {
+    if (d.geometry.extendedL2 || d.hasDataFile) return null;
+    bytes += LAYER_BYTES + align(d.l1Words.byteLength, 8) + d.clusterSize;
+  }
+  if (bytes > MAX_KERNEL_BYTES) return null;
+  const mod = wasmKernel('flat-walk');
+  if (mod === null) return null;
+  const k = instantiate<KernelExports>(mod);
+  kernelWalkCounts.walks++;
+
+  // Layout: layer records, L1 copies, L2 slots, the batch, the JSON text.
+  const base = align(k.heapBase(), 8);
+  const l1At: number[] = [];
+  const slotAt: number[] = [];
+  let at = base + drivers.length * LAYER_BYTES;
+  for (const d of drivers) {
+    l1At.push(at);
+    at = align(at + d.l1Words.byteLength, 8);
+  }
+  for (const d of drivers) {
+    slotAt.push(at);
+    at += d.clusterSize;
+  }
+  const entries = Math.max(1, Math.min(capacity, BATCH_ENTRIES));
+  const batchAt = at;
+  at = align(at + MapBatch.bytes(entries), 8);
+  const jsonAt = at;
+  at += JSON_ENTRIES * JSON_ENTRY_BYTES;
+  ensureMemory(k.memory, at);
+
+  const mem = k.memory.buffer;
+  const view = new DataView(mem);
+  drivers.forEach((d, i) => {
+    const rec = base + i * LAYER_BYTES;
+    view.setFloat64(rec, d.length, true);
+    view.setInt32(rec + 8, d.geometry.clusterBits, true);
+    view.setInt32(rec + 12, d.geometry.version, true);
+    view.setInt32(rec + 16, l1At[i] as number, true);
+    view.setInt32(rec + 20, d.l1Words.length >>> 1, true);
+    view.setInt32(rec + 24, slotAt[i] as number, true);
+    new Uint32Array(mem, l1At[i] as number, d.l1Words.length).set(d.l1Words);
+  });
+  k.setup(base, drivers.length, batchAt, entries);
+  k.begin(start, end);
+  const batch = new KernelMapBatch(k, batchAt, entries, jsonAt);
+
+  // Every layer's first L2 tables are read at once (as the JavaScript walk does).
+  for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
+  try {
+    for (;;) {
+      const r = k.walk();
+      if (r === FULL) {
+        batch.count = k.count();
+        k.resetCount();
+        const p = sink(batch);
+        if (p !== undefined) await p;
+      } else if (r === NEED) {
+        const d = drivers[k.needLayer()] as Qcow2Driver;
+        const off = k.needTable();
+        if (!d.loadL2Sync(off)) {
+          if (!d.l2Loading(off)) d.prefetchL2(k.position(), L2_READ_AHEAD);
+          await d.loadL2(off);
+        }
+        // Evicted again before this ran (a tiny cache): the kernel asks again.
+        const words = d.cachedL2Words(off);
+        if (words !== undefined) {
+          new Uint32Array(mem, slotAt[k.needLayer()] as number, words.length).set(words);
+          k.setSlot(k.needLayer(), off);
+        }
+      } else if (r === ASK) {
+        const layer = k.needLayer();
+        if (await (drivers[layer] as Qcow2Driver).mappingRecurses()) return resumeFrom(k, batch);
+        k.setReady(layer);
+      } else if (r === BAIL) {
+        return resumeFrom(k, batch);
+      } else if (r === DONE) {
+        batch.count = k.finish();
+        k.resetCount();
+        const p = sink(batch);
+        if (p !== undefined) await p;
+        return 'done';
+      } else {
+        throw new Error(`flat walk kernel: unexpected result ${r}`);
+      }
+    }
+  } catch (e) {
+    // qemu-img has printed every entry finished before the failure.
+    const n = k.count();
+    if (n > 0) {
+      k.resetCount();
+      batch.count = n;
+      const p = sink(batch);
+      if (p !== undefined) await p;
+    }
+    throw e;
+  } finally {
+    counters.driverCalls += k.lookups();
+  }
+}
+
+function resumeFrom(k: KernelExports, batch: MapBatch): FlatWalkResume {
+  kernelWalkCounts.handovers++;
+  return {
+    pos: k.position(),
+    batch,
+    count: k.count(),
+    start: k.pendingStart(),
+    length: k.pendingLength(),
+    depth: k.pendingDepth(),
+    attrs: k.pendingAttrs(),
+    offset: k.pendingOffset(),
+  };
+}
