@@ -5,7 +5,9 @@
 # not changed since — the same file (inode) as at the build, not modified after the
 # snapshot (a package upgrade replaces the file; its date may be older than the snapshot) —
 # and no NODE_OPTIONS are set (V8 options such as --max-old-space-size make a snapshot fail
-# to load); otherwise it runs dist/cli/bin.js, the same CLI loaded the usual way.
+# to load); otherwise it runs dist/cli/bin.js, the same CLI loaded the usual way. On the
+# usual way it starts no process but node (each costs milliseconds of a command that
+# takes tens).
 # NODE_EXTRA_CA_CERTS is dropped: vdisk opens no network connection, and Node 20 parses
 # that CA bundle at every start.
 unset NODE_EXTRA_CA_CERTS
@@ -25,9 +27,30 @@ case $d in
   /*) ;;
   *) d=$PWD/$d ;;
 esac
-n=$(command -v node) || { echo 'vdisk: node not found' >&2; exit 127; }
+# `node` on PATH, found without a subshell (as `command -v` would; no globbing of PATH).
+n=
+o=$IFS
+IFS=:
+set -f
+for p in ${PATH-}; do
+  [ -n "$p" ] || p=.
+  if [ -f "$p/node" ] && [ -x "$p/node" ]; then
+    n=$p/node
+    break
+  fi
+done
+set +f
+IFS=$o
+[ -n "$n" ] || { echo 'vdisk: node not found' >&2; exit 127; }
 if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && [ -r "$d/vdisk.blob.node" ] &&
   { IFS= read -r b && IFS= read -r ino; } < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
+  # Replacing the node file (a package upgrade renames a new one into place, whose date may
+  # be older than the snapshot) changes its directory: while that directory has not changed
+  # since the snapshot was built, the file is the one that built it. Otherwise compare
+  # inodes (one `ls`).
+  if [ ! "${b%/*}" -nt "$d/vdisk.blob" ]; then
+    exec "$n" --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+  fi
   i=$(ls -iL "$n")
   i=${i#"${i%%[! ]*}"}
   if [ "${i%% *}" = "$ino" ]; then

@@ -5,9 +5,11 @@
  * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
  * bin.js instead when NODE_OPTIONS are set, or the snapshot or its stamp is missing, or it was
  * built by another node (another path, or the same path now another file) or is older than
- * the node it would run with. Which way it went is read from `sh -x`'s trace of its `exec`.
+ * the node it would run with. On the usual way it starts no process but node: node's
+ * inode is compared (with ls) only when node's directory changed since the snapshot. Which
+ * way it went is read from `sh -x`'s trace.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO_ROOT, run } from '../helpers/cli.js';
@@ -27,11 +29,14 @@ afterAll(() => {
 });
 
 /** Runs `launcher args` under `sh -x`: the result, and the command line it exec'd. */
-async function launch(launcher: string, args: readonly string[]): Promise<{ stdout: string; stderr: string; status: number | null; exec: string }> {
-  const r = await run('sh', ['-x', launcher, ...args]);
+async function launch(
+  launcher: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env,
+): Promise<{ stdout: string; stderr: string; status: number | null; exec: string; trace: string }> {
+  const r = await run('/bin/sh', ['-x', launcher, ...args], { env });
   const lines = r.stderr.split('\n');
   const exec = lines.filter((l) => l.startsWith('+ exec ')).pop() ?? '';
-  return { stdout: r.stdout, stderr: lines.filter((l) => !l.startsWith('+')).join('\n'), status: r.status, exec };
+  const trace = lines.filter((l) => l.startsWith('+')).join('\n');
+  return { stdout: r.stdout, stderr: lines.filter((l) => !l.startsWith('+')).join('\n'), status: r.status, exec, trace };
 }
 
 /** `node dist/cli/bin.js args`, the reference. */
@@ -78,10 +83,6 @@ describe('vdisk launcher', () => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
         writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n${statSync(node).ino}\n`);
       }],
-      ['node replaced (another inode at the same path, dated before the snapshot)', (d) => {
-        copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
-        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino + 1}\n`);
-      }],
       ['older than node', (d) => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
         writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino}\n`);
@@ -99,4 +100,60 @@ describe('vdisk launcher', () => {
       expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }, name).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
     }
   });
+
+  it('starts no process but node on the usual way; checks the inode with ls only when node\'s directory changed, and runs bin.js when node was replaced', async () => {
+    // A node of its own, in a directory of its own, both dated an hour back.
+    const nodeDir = path.join(dir, 'node-bin');
+    mkdirSync(nodeDir);
+    const node = path.join(nodeDir, 'node');
+    copyFileSync(process.execPath, node);
+    chmodSync(node, 0o755);
+    const d = path.join(dir, 'own-node');
+    mkdirSync(d);
+    for (const f of ['vdisk', 'bin.js', 'vdisk.blob']) copyFileSync(path.join(DIST, f), path.join(d, f));
+    writeFileSync(path.join(d, 'vdisk.blob.node'), `${realpathSync(node)}\n${statSync(node).ino}\n`);
+    const hourAgo = Date.now() / 1000 - 3600;
+    utimesSync(node, hourAgo, hourAgo);
+    utimesSync(nodeDir, hourAgo, hourAgo);
+    utimesSync(path.join(d, 'vdisk.blob'), hourAgo + 60, hourAgo + 60);
+    const env = { ...process.env, PATH: `${nodeDir}:${process.env.PATH ?? ''}` };
+    const blobExec = `+ exec ${node} --snapshot-blob ${path.join(d, 'vdisk.blob')} ${d} map `;
+    const want = await plain(['map', SAMPLE]);
+
+    // Nothing changed since the snapshot: straight to it, no subshell, no ls.
+    let got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE], env);
+    expect(got.exec).toBe(blobExec + SAMPLE);
+    expect(got.trace).not.toMatch(/^\+ (ls|command|readlink)/m);
+    expect({ stdout: got.stdout, status: got.status }).toEqual({ stdout: want.stdout, status: want.status });
+
+    // Another file added to node's directory: the inode check (one ls) finds the same node.
+    writeFileSync(path.join(nodeDir, 'other'), '');
+    got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE], env);
+    expect(got.trace).toMatch(/^\+ ls -iL /m);
+    expect(got.exec).toBe(blobExec + SAMPLE);
+
+    // node replaced by another file (renamed into place, dated before the snapshot, as a
+    // package upgrade does): bin.js.
+    copyFileSync(process.execPath, `${node}.new`);
+    chmodSync(`${node}.new`, 0o755);
+    utimesSync(`${node}.new`, hourAgo, hourAgo);
+    renameSync(`${node}.new`, node);
+    got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE], env);
+    expect(got.exec).toBe(`+ exec ${node} ${path.join(d, 'bin.js')} map ${SAMPLE}`);
+    expect({ stdout: got.stdout, status: got.status }).toEqual({ stdout: want.stdout, status: want.status });
+  });
+
+  it('finds node on PATH as command -v does, and says so when there is none', async () => {
+    const empty = path.join(dir, 'empty-bin');
+    mkdirSync(empty);
+    mkdirSync(path.join(empty, 'node')); // a directory named node is not it
+    const nodeDir = path.dirname(process.execPath);
+    let got = await launch(LAUNCHER, ['info', SAMPLE], { ...process.env, PATH: `${empty}:*:${nodeDir}` });
+    expect(got.exec).toContain(`+ exec ${nodeDir}/node `);
+    expect(got.status).toBe(0);
+    got = await launch(LAUNCHER, ['info', SAMPLE], { ...process.env, PATH: empty });
+    expect(got.status).toBe(127);
+    expect(got.stderr.trim()).toBe('vdisk: node not found');
+  });
 });
+
