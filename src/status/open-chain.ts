@@ -14,7 +14,7 @@ import { openSnapshotView } from '../formats/qcow2/snapshot-view.js';
 import { RawDriver } from '../formats/raw/raw-driver.js';
 import type { LseekFn } from '../io/lseek-binding.js';
 import { NodeFile } from '../io/node-file.js';
-import type { RandomAccessFile } from '../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../io/random-access-file.js';
 import { ChainNode } from './chain-node.js';
 import { DEFAULT_MAX_CHAIN_DEPTH, vetReference, type OpenPolicy, type VettedFile } from './open-policy.js';
 import { DEFAULT_MAX_METADATA_BYTES, MetadataBudget } from '../formats/budget.js';
@@ -95,7 +95,7 @@ function refuseInexactName(kind: string, name: string, exact: boolean | undefine
 
 async function probeFormat(file: RandomAccessFile): Promise<FormatName> {
   const head = new Uint8Array(Math.min(4, file.size));
-  await file.read(head, 0);
+  await readPreferSync(file, head, 0, head.length);
   return hasQcow2Magic(head) ? 'qcow2' : 'raw';
 }
 

@@ -15,7 +15,7 @@
  * Everything kept is reserved in the chain's metadata budget first.
  */
 import { CorruptImageError, hex } from '../../errors.js';
-import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
 import type { MetadataBudget } from '../budget.js';
 import { loadBitmaps } from './bitmaps.js';
 import { CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, QCOW_MAX_L1_SIZE } from './constants.js';
@@ -150,7 +150,7 @@ async function readRefcountTable(
   }
   budget?.reserve(bytes, 'refcount table', path);
   const buf = Buffer.allocUnsafeSlow(bytes);
-  await file.read(buf, h.refcountTableOffset, bytes);
+  await readPreferSync(file, buf, h.refcountTableOffset, bytes);
   // Big-endian entries to native order (as the L1 and L2 tables; hosts are little-endian):
   // the table as 64-bit values for RefcountReader, and as (lo, hi) words for the scan.
   buf.swap64();

@@ -8,7 +8,7 @@
  */
 import { decodeCString, type DecodedCString } from '../../binary/c-string.js';
 import { CorruptImageError, IoError, UnsupportedImageError, hex } from '../../errors.js';
-import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
 import {
   BDRV_BLOCK_DATA,
   BDRV_BLOCK_OFFSET_VALID,
@@ -154,13 +154,14 @@ export class Qcow2Driver implements BlockDriver {
   /** Opens and validates a qcow2 image on `file`. */
   static async open(file: RandomAccessFile, options: Qcow2OpenOptions = {}): Promise<Qcow2Driver> {
     const probe = new Uint8Array(Math.min(HEADER_PROBE_BYTES, file.size));
-    await file.read(probe, 0);
+    // Open-time reads are waited for at once: synchronous when the file allows.
+    await readPreferSync(file, probe, 0, probe.length);
     // The first cluster holds the extension area (feature names for the header checks).
     const bits = probe.length >= 24 ? new DataView(probe.buffer).getUint32(20) : 0;
     let head = probe;
     if (bits >= MIN_CLUSTER_BITS && bits <= MAX_CLUSTER_BITS && file.size > probe.length) {
       head = new Uint8Array(Math.min(2 ** bits, file.size));
-      await file.read(head, 0);
+      await readPreferSync(file, head, 0, head.length);
     }
     const header = decodeHeader(head, file.path);
 
@@ -174,7 +175,7 @@ export class Qcow2Driver implements BlockDriver {
     }
     options.budget?.reserve(l1Bytes, 'active L1 table', file.path);
     const l1Buf = Buffer.allocUnsafeSlow(l1Bytes);
-    if (l1Bytes > 0) await file.read(l1Buf, header.l1TableOffset, l1Bytes);
+    if (l1Bytes > 0) await readPreferSync(file, l1Buf, header.l1TableOffset, l1Bytes);
     l1Buf.swap32();
     const l1 = new Uint32Array(l1Buf.buffer, l1Buf.byteOffset, l1Bytes / 4);
 
