@@ -47,11 +47,10 @@ interface KernelExports {
   heapBase(): number;
 }
 
-/** walk() results. */
+/** walk() results (3, BAIL, and any other: hand over). */
 const DONE = 0;
 const FULL = 1;
 const NEED = 2;
-const BAIL = 3;
 const ASK = 4;
 
 /** Bytes per layer record (the kernel's LAYER_BYTES). */
@@ -219,8 +218,6 @@ export async function kernelWalk(
         const layer = k.needLayer();
         if (await (drivers[layer] as Qcow2Driver).mappingRecurses()) return resumeFrom(k, batch);
         k.setReady(layer);
-      } else if (r === BAIL) {
-        return resumeFrom(k, batch);
       } else if (r === DONE) {
         batch.count = k.finish();
         k.resetCount();
@@ -228,7 +225,8 @@ export async function kernelWalk(
         if (p !== undefined) await p;
         return 'done';
       } else {
-        throw new Error(`flat walk kernel: unexpected result ${r}`);
+        // BAIL (or any other answer): the JavaScript walk goes on from here.
+        return resumeFrom(k, batch);
       }
     }
   } catch (e) {
