@@ -131,10 +131,10 @@ export function newKernelMapBatch(capacity: number): KernelMapBatch | null {
 /**
  * Walks `[start, end)` (start < end) of the layers `drivers` (top first) in the kernel,
  * handing full batches (of `capacity` entries, at most BATCH_ENTRIES) and the last one to
- * `sink`. Returns 'done' when the whole span was
- * handed out, a {@link FlatWalkResume} when the JavaScript walk must go on, or null
- * (nothing done) when the kernel cannot serve this chain. As the JavaScript walk, on an
- * error it hands out the entries finished before it, then throws.
+ * `sink`. Returns 'done' when the whole span was handed out, a {@link FlatWalkResume} when
+ * the JavaScript walk must go on, or null (nothing done) when the kernel cannot serve this
+ * chain. As the JavaScript walk, on an error it hands out the entries finished before it,
+ * then throws.
  */
 export async function kernelWalk(
   drivers: readonly Qcow2Driver[],
