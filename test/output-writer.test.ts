@@ -217,7 +217,9 @@ describe('OutputWriter', () => {
     Buffer.from(slots[1] as SharedArrayBuffer).fill(2);
     w.write(0, [0, 4096, 0]);
     w.write(1, [0, 4096, 4096]);
-    await new Promise((r) => setTimeout(r, 200)); // the writer waits on the lock to write slot 0
+    // Until the writer waits on the lock to write slot 0: waking one waiter proves it is
+    // there (it finds the lock still held and waits again).
+    await until(() => Atomics.notify(lock, 0, 1) === 1);
     const cancelled = w.cancel();
     Atomics.store(lock, 0, 0);
     Atomics.notify(lock, 0);
