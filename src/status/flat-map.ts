@@ -17,7 +17,7 @@
 import { BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO } from '../formats/driver.js';
 import { newHostMappingOut } from '../formats/qcow2/host-offset.js';
 import { SubclusterType } from '../formats/qcow2/l2-entry.js';
-import { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
+import { Qcow2Driver, WALK_READ_AHEAD } from '../formats/qcow2/qcow2-driver.js';
 import type { ChainNode } from './chain-node.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, type MapBatch } from './map-batch.js';
 import { oneLayerStatus, type StatusCounters } from './one-layer.js';
@@ -25,9 +25,6 @@ import { kernelWalk, type FlatWalkResume } from './flat-walk-kernel.js';
 
 /** Hands a full (or the last) batch to the printer; the walk refills it afterwards. */
 export type MapBatchSink = (batch: MapBatch) => Promise<void> | undefined;
-
-/** L2 tables read ahead of the walk. */
-const L2_READ_AHEAD = 32;
 
 /** Entries in the first batch handed out. */
 const FIRST_BATCH = 16;
@@ -61,6 +58,9 @@ export async function walkFlatMap(
   const drivers = nodes.map((n) => n.driver as Qcow2Driver);
   let resume: FlatWalkResume | undefined;
   if (start < end) {
+    // Every layer's first L2 tables are read at once, not one layer after another as the
+    // walk first reaches each (the reads overlap; a table never needed costs one read, no error).
+    for (const d of drivers) d.prefetchL2(start, WALK_READ_AHEAD);
     const k = await kernelWalk(drivers, start, end, batch.capacity, counters, sink);
     if (k === 'done') return;
     if (k !== null) resume = k;
@@ -101,9 +101,6 @@ async function walkFlatMapJs(
   let cAttrs = resume?.attrs ?? 0;
   let cOff = resume?.offset ?? -1;
   let pos = start;
-  // Every layer's first L2 tables are read at once, not one layer after another as the walk
-  // first reaches each (the reads overlap; a table never needed costs one read, no error).
-  if (start < end && resume === undefined) for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
   try {
     while (pos < end) {
       let n = Math.min(PROBE_BYTES, end - pos);
@@ -133,14 +130,9 @@ async function walkFlatMapJs(
           } else {
             const need = d.lookupInto(pos, n, m);
             if (need !== 0) {
-              // One synchronous read when the file allows it (as QEMU's coroutine waits). A
-              // table the first read-ahead is reading is waited for, without reading further
-              // ahead: the tables after it are then read synchronously again (read-ahead from
-              // here on kept the walk on thread-pool reads: W1 ~100 ms slower).
-              if (!d.loadL2Sync(need)) {
-                if (!d.l2Loading(need)) d.prefetchL2(pos, L2_READ_AHEAD);
-                await d.loadL2(need);
-              }
+              // Synchronously when the file allows it (as QEMU's coroutine waits).
+              const p = d.loadL2ForWalk(need, pos);
+              if (p !== undefined) await p;
               continue;
             }
             t = m.type;

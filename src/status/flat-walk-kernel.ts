@@ -6,7 +6,7 @@
  * queries from the first one.
  *
  * The kernel does no I/O: when it needs an L2 table, the driver loads and checks it as for
- * the JavaScript walk (loadL2Sync / loadL2, read-ahead alike) and it is copied into the
+ * the JavaScript walk (`loadL2ForWalk`, read-ahead alike) and it is copied into the
  * layer's slot; when it first queries a layer, the driver says whether mapping answers
  * probe the host file (metadata preallocation), and if so the kernel stops there. It stops
  * too (BAIL) before any entry it leaves to the JavaScript walk (compressed clusters,
@@ -62,8 +62,6 @@ const JSON_ENTRIES = 1024;
 const JSON_ENTRY_BYTES = 256;
 /** Most memory one walk's instance may take (L1 copies and one L2 slot per layer). */
 const MAX_KERNEL_BYTES = 64 * 1024 * 1024;
-/** L2 tables read ahead, as the JavaScript walk. */
-const L2_READ_AHEAD = 32;
 
 /** Where the JavaScript walk goes on after the kernel stopped (flat-map.ts). */
 export interface FlatWalkResume {
@@ -191,8 +189,6 @@ export async function kernelWalk(
   k.begin(start, end);
   const batch = new KernelMapBatch(k, batchAt, entries, jsonAt);
 
-  // Every layer's first L2 tables are read at once (as the JavaScript walk does).
-  for (const d of drivers) d.prefetchL2(start, L2_READ_AHEAD);
   try {
     for (;;) {
       const r = k.walk();
@@ -202,17 +198,16 @@ export async function kernelWalk(
         const p = sink(batch);
         if (p !== undefined) await p;
       } else if (r === NEED) {
-        const d = drivers[k.needLayer()] as Qcow2Driver;
+        const layer = k.needLayer();
+        const d = drivers[layer] as Qcow2Driver;
         const off = k.needTable();
-        if (!d.loadL2Sync(off)) {
-          if (!d.l2Loading(off)) d.prefetchL2(k.position(), L2_READ_AHEAD);
-          await d.loadL2(off);
-        }
+        const p = d.loadL2ForWalk(off, k.position());
+        if (p !== undefined) await p;
         // Evicted again before this ran (a tiny cache): the kernel asks again.
         const words = d.cachedL2Words(off);
         if (words !== undefined) {
-          new Uint32Array(mem, slotAt[k.needLayer()] as number, words.length).set(words);
-          k.setSlot(k.needLayer(), off);
+          new Uint32Array(mem, slotAt[layer] as number, words.length).set(words);
+          k.setSlot(layer, off);
         }
       } else if (r === ASK) {
         const layer = k.needLayer();

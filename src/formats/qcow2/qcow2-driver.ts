@@ -56,6 +56,9 @@ import type { MetadataBudget } from '../budget.js';
 /** L2 tables read ahead when a status query misses the cache. */
 const STATUS_READ_AHEAD = 16;
 
+/** L2 tables read ahead by a map walk (flat-map.ts): at its start, and from where it misses. */
+export const WALK_READ_AHEAD = 32;
+
 /** Options for opening a qcow2 layer. */
 export interface Qcow2OpenOptions {
   /** L2 cache budget in bytes (default 32 MiB, QEMU's default). */
@@ -406,6 +409,20 @@ export class Qcow2Driver implements BlockDriver {
   /** The active L1 table's words (native order, hi/lo per entry). Not to be modified. */
   get l1Words(): Uint32Array {
     return this.l1;
+  }
+
+  /**
+   * Loads the L2 table at `l2Offset` for a walk standing at `guestOffset`: with one
+   * synchronous read when the file allows it (undefined: done), else the promise of the
+   * load. A table the walk's read-ahead is reading already is waited for without reading
+   * further ahead (the tables after it are then read synchronously again: read-ahead from
+   * there on kept a walk on thread-pool reads, W1 ~100 ms slower); otherwise the next
+   * {@link WALK_READ_AHEAD} tables from `guestOffset` are read with it.
+   */
+  loadL2ForWalk(l2Offset: number, guestOffset: number): Promise<void> | undefined {
+    if (this.loadL2Sync(l2Offset)) return undefined;
+    if (!this.l2Loading(l2Offset)) this.prefetchL2(guestOffset, WALK_READ_AHEAD);
+    return this.loadL2(l2Offset);
   }
 
   /** Whether a read of the L2 table at `l2Offset` is under way (a read-ahead's). */
