@@ -11,8 +11,6 @@ import { CorruptImageError, hex } from '../../errors.js';
 import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
 import { countNonZeroEntries } from './table-scan.js';
 
-export { countNonZero } from './refcount-entries.js';
-
 /** Refcount lookup for one image. */
 export class RefcountReader {
   private table: BigUint64Array | null = null;

@@ -8,7 +8,8 @@
 import { describe, expect, it } from 'vitest';
 import { rngInt } from '../../helpers/prng.js';
 import { CorruptImageError } from '../../../src/errors.js';
-import { RefcountReader, countNonZero, readEntry } from '../../../src/formats/qcow2/refcount.js';
+import { RefcountReader, readEntry } from '../../../src/formats/qcow2/refcount.js';
+import { countNonZero } from '../../../src/formats/qcow2/refcount-entries.js';
 import { MemoryFile } from '../../helpers/memory-file.js';
 import { be64, cat } from '../../helpers/qcow2-builder.js';
 
