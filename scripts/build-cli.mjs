@@ -6,13 +6,15 @@
 // - dist/cli/vdisk: the launcher (src/cli/vdisk.sh), executable;
 // - dist/cli/vdisk.cjs: the CLI bundled as one CommonJS script from dist/cli/snapshot-main.js
 //   (`import.meta.url` read from `globalThis.vdiskModuleUrl`, which the entry sets at start);
-// - dist/cli/vdisk.blob: the V8 heap after loading it (`node --build-snapshot`), and
+// - dist/cli/vdisk.blob: the V8 heap after loading it and running its commands once on
+//   images/chain-top.qcow2 (`node --build-snapshot`; the functions that ran are saved
+//   compiled), and
 //   dist/cli/vdisk.blob.node: the path and inode of the node that built it (a snapshot only
 //   loads in the same Node build; the launcher uses it only with that file, else bin.js).
 // When the snapshot cannot be built, the build goes on without it (the launcher then runs
 // bin.js) and says so.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
@@ -50,8 +52,15 @@ buildSync({
   outfile: path.join(cli, 'vdisk.cjs'),
 });
 
+// The warm-up (src/cli/snapshot-warmup.ts) runs the commands on the shipped three-layer
+// chain, so that the snapshot holds their functions compiled; without the image (a copy of
+// dist/ alone) the snapshot is built cold. The commands' output is discarded.
+const warmUpImage = path.join(root, 'images', 'chain-top.qcow2');
+const warm = existsSync(warmUpImage);
+if (!warm) console.warn(`build-cli: ${warmUpImage} is missing: the start-up snapshot is built without a warm-up (commands start slower).`);
 const built = spawnSync(process.execPath, ['--snapshot-blob', blob, '--build-snapshot', path.join(cli, 'vdisk.cjs')], {
-  cwd: cli, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+  cwd: cli, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'],
+  env: { ...process.env, VDISK_SNAPSHOT_WARMUP: warm ? warmUpImage : '' },
 });
 if (built.status !== 0) {
   rmSync(blob, { force: true });

@@ -9,18 +9,42 @@
  * process state is read until `main` runs); `import.meta.url` is, in this bundle, the
  * run's `globalThis.vdiskModuleUrl`, set here from DIR before anything asks for it. Type
  * feedback seeded at load (map-json-batch.ts) is not in the snapshot: it is seeded again.
+ *
+ * When the build names a warm-up image (`VDISK_SNAPSHOT_WARMUP`, images/chain-top.qcow2),
+ * the CLI's commands run on it before the heap is saved (snapshot-warmup.ts), so that the
+ * snapshot holds their functions compiled; a failed warm-up fails the snapshot's build.
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startupSnapshot } from 'node:v8';
 import { main } from './main.js';
 import { seedFeedback } from './format/map-json-batch.js';
+import { warmUp } from './snapshot-warmup.js';
+
+/** Where `import.meta.url` points in this bundle. */
+function setModuleUrl(dir: string): void {
+  (globalThis as { vdiskModuleUrl?: string }).vdiskModuleUrl = pathToFileURL(path.join(path.resolve(dir), 'vdisk.cjs')).href;
+}
+
+const warmUpImage = startupSnapshot.isBuildingSnapshot() ? process.env['VDISK_SNAPSHOT_WARMUP'] : undefined;
+if (warmUpImage !== undefined && warmUpImage !== '') {
+  // At build time: this script is process.argv[1].
+  setModuleUrl(path.dirname(process.argv[1] ?? '.'));
+  warmUp(warmUpImage).then(
+    () => {
+      delete (globalThis as { vdiskModuleUrl?: string }).vdiskModuleUrl;
+    },
+    (e: unknown) => {
+      process.stderr.write(`snapshot warm-up failed: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
 
 startupSnapshot.setDeserializeMainFunction(() => {
   // The snapshot does not keep type feedback.
   seedFeedback();
-  const dir = process.argv[1] ?? '.';
-  (globalThis as { vdiskModuleUrl?: string }).vdiskModuleUrl = pathToFileURL(path.join(path.resolve(dir), 'vdisk.cjs')).href;
+  setModuleUrl(process.argv[1] ?? '.');
   void main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

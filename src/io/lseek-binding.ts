@@ -6,6 +6,7 @@
  * binding and hole probing falls back to "everything is data" (see `holes.ts`).
  */
 import { createRequire } from 'node:module';
+import { dropBeforeSnapshot } from './snapshot-state.js';
 
 /** Result of one lseek call: the new offset, or the errno it failed with. */
 export type LseekResult = { readonly offset: number } | { readonly errno: number };
@@ -21,6 +22,10 @@ export const ENXIO = 6;
 export const EINVAL = 22;
 
 let cached: LseekFn | null | undefined;
+// Whether a run can probe holes is the run's to find out (its environment, its koffi).
+dropBeforeSnapshot(() => {
+  cached = undefined;
+});
 
 /** Loads the binding once; returns null when hole probing is not available. */
 export function loadLseek(): LseekFn | null {

@@ -5,6 +5,7 @@
  * JavaScript code, which defines the same results.
  */
 import { readFileSync } from 'node:fs';
+import { dropBeforeSnapshot } from './snapshot-state.js';
 
 /** A kernel's linear memory (the parts used). */
 export interface WasmMemory {
@@ -26,10 +27,16 @@ export const WASM_PAGE = 65536;
 
 const modules = new Map<string, WasmModule | null>();
 const disabled = new Set<string>();
+// A snapshot cannot hold compiled modules: a run compiles its own.
+dropBeforeSnapshot(() => modules.clear());
 
 /** The compiled kernel `name`, or null when it is unavailable or turned off. */
 export function wasmKernel(name: string): WasmModule | null {
   if (disabled.has(name)) return null;
+  const api = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+  // Node builds a start-up snapshot without WebAssembly (cli/snapshot-warmup.ts): nothing to
+  // remember about the kernel then.
+  if (api === undefined) return null;
   let m = modules.get(name);
   if (m === undefined) {
     m = null;
@@ -43,7 +50,7 @@ export function wasmKernel(name: string): WasmModule | null {
         continue;
       }
       try {
-        m = new (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly.Module(bytes);
+        m = new api.Module(bytes);
       } catch {
         m = null;
       }

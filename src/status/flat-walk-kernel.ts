@@ -17,6 +17,7 @@
  */
 import type { Qcow2Driver } from '../formats/qcow2/qcow2-driver.js';
 import { ensureMemory, instantiate, useWasmKernel, wasmKernel, type WasmMemory } from '../io/wasm-kernel.js';
+import { dropBeforeSnapshot } from '../io/snapshot-state.js';
 import { MapBatch } from './map-batch.js';
 import type { StatusCounters } from './one-layer.js';
 
@@ -79,6 +80,10 @@ export interface FlatWalkResume {
 
 /** Walks the kernel served, and how many of them it handed over to the JavaScript walk (for tests). */
 export const kernelWalkCounts = { walks: 0, handovers: 0 };
+dropBeforeSnapshot(() => {
+  kernelWalkCounts.walks = 0;
+  kernelWalkCounts.handovers = 0;
+});
 
 /** Turns the kernel off or on (tests hold the two walks to each other). */
 export function useFlatWalkKernel(on: boolean): void {

@@ -10,6 +10,7 @@
  * results out synchronously, so calls cannot interleave.
  */
 import { ensureMemory, instantiate, useWasmKernel, wasmKernel, type WasmMemory } from '../../io/wasm-kernel.js';
+import { dropBeforeSnapshot } from '../../io/snapshot-state.js';
 import { buildL2Runs, onlyPlainEntries, type L2Runs } from './l2-runs.js';
 import { countNonZero } from './refcount-entries.js';
 
@@ -65,6 +66,13 @@ function base(k: ScanExports): number {
 /** The host check context whose arrays are in the kernel's memory (from base), and where they end. */
 let placed: HostCheckContext | null = null;
 let placedEnd = 0;
+
+// A snapshot cannot hold the instance (nor then what is placed in its memory).
+dropBeforeSnapshot(() => {
+  instance = undefined;
+  placed = null;
+  placedEnd = 0;
+});
 
 /** Where a scan's table goes: after the placed context's arrays. */
 function free(k: ScanExports): number {
