@@ -38,7 +38,7 @@ import {
   type SourcedRun,
 } from './status/data-extents.js';
 import { planChain, readChain, type ReadSink } from './status/read.js';
-import { canWalkFlat, walkFlatMap, type MapBatchSink } from './status/flat-map.js';
+import { canWalkFlat, flatMapFileName, walkFlatMap, type MapBatchSink } from './status/flat-map.js';
 import type { MapBatch } from './status/map-batch.js';
 import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun } from './status/bitmap-status.js';
 import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
@@ -204,6 +204,11 @@ export class Image implements AsyncDisposable {
     const { start, end } = this.span(options);
     await walkFlatMap(this.top, start, end, this.statusCounters, batch, sink);
     return true;
+  }
+
+  /** The host file name of {@link walkFlatMap}'s entries from layer `depth` that have an offset. */
+  flatMapFileName(depth: number): string {
+    return flatMapFileName(this.top, depth);
   }
 
   /** Batches of `qemu-img map` entries (human output merges more: `human: true`). */

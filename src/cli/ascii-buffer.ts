@@ -15,6 +15,10 @@ for (let i = 0; i < 100; i++) {
 }
 /** 10^0 .. 10^16. */
 const POW10 = Array.from({ length: 17 }, (_, i) => 10 ** i);
+/** "0".."f". */
+const HEX = Buffer.from('0123456789abcdef', 'latin1');
+/** Width of a {@link AsciiBuffer.hexColumn}. */
+const HEX_COLUMN = 16;
 
 /** Byte sink with back-pressure. */
 export class AsciiBuffer {
@@ -86,6 +90,40 @@ export class AsciiBuffer {
     } else {
       b[--p] = 48 + m;
     }
+  }
+
+  /**
+   * Appends a non-negative safe integer as C's `%#-16x` prints it: `0x` and lowercase hex
+   * digits (`0` alone for zero), padded with spaces to 16 columns (a safe integer needs at
+   * most 16).
+   */
+  hexColumn(n: number): void {
+    if (this.pos + HEX_COLUMN > this.buf.length) this.spill();
+    const b = this.buf;
+    const at = this.pos;
+    let p = at;
+    if (n === 0) b[p++] = 48;
+    else {
+      let digits = 0;
+      for (let v = n; v >= 1; v = Math.floor(v / 16)) digits++;
+      b[p++] = 48;
+      b[p++] = 120;
+      let q = p + digits;
+      p = q;
+      // Above 2^31 the digits come from floating-point division (exact for safe integers).
+      while (n >= 0x80000000) {
+        const h = Math.floor(n / 16);
+        b[--q] = HEX[n - h * 16]!;
+        n = h;
+      }
+      let m = n | 0;
+      while (m > 0) {
+        b[--q] = HEX[m & 15]!;
+        m >>>= 4;
+      }
+    }
+    while (p < at + HEX_COLUMN) b[p++] = 32;
+    this.pos = p;
   }
 
   /**

@@ -8,7 +8,7 @@ export class Output {
   private parts: string[] = [];
   private size = 0;
 
-  constructor(private readonly stream: NodeJS.WritableStream = process.stdout) {}
+  constructor(readonly stream: NodeJS.WritableStream = process.stdout) {}
 
   /** Queues `text`; flushes when 64 KiB are pending. */
   async write(text: string): Promise<void> {

@@ -10,9 +10,10 @@
  * last unallocated run (a layer below answered a shorter piece) is answered from that run
  * without a call. Plain unallocated and zero entries
  * are read through the driver's `plainRun` shortcut; their runs may end sooner than the full
- * lookup's, which changes no merged entry (entries are merged per byte). The human form merges differently and
- * uses the general walk; tests hold this walk to `mapEntries` and the differential suite
- * to qemu-img.
+ * lookup's, which changes no merged entry (entries are merged per byte). The human form
+ * merges more (`mapEntries` with `human`), but only entries it does not print: its rows are
+ * this walk's plain data entries, so `vdisk map` prints them from this walk too. Tests hold
+ * this walk to `mapEntries` and the differential suite to qemu-img.
  */
 import { BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO } from '../formats/driver.js';
 import { newHostMappingOut } from '../formats/qcow2/host-offset.js';
@@ -38,6 +39,17 @@ export function canWalkFlat(top: ChainNode): boolean {
     if (!(n.driver instanceof Qcow2Driver) || n.backingSkipped || n.driver.alignment !== 1) return false;
   }
   return true;
+}
+
+/**
+ * The name of the host file of the entries the flat walk gives layer `depth` (0 = `top`)
+ * with an offset — the file its host offsets point into, as `oneLayerStatus` answers (the
+ * human map prints it).
+ */
+export function flatMapFileName(top: ChainNode, depth: number): string {
+  let n: ChainNode = top;
+  for (let i = 0; i < depth && n.backing !== null; i++) n = n.backing;
+  return (n.driver as Qcow2Driver).hostFile.path;
 }
 
 /**

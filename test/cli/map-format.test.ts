@@ -103,3 +103,22 @@ describe('mapEntryHuman', () => {
     expect(HUMAN_MAP_UNMAPPABLE).toBe('File contains external, encrypted or compressed clusters.');
   });
 });
+
+describe('AsciiBuffer.hexColumn', () => {
+  /** C's `%#-16x`, as mapEntryHuman prints it. */
+  const ref = (v: number): string => (v === 0 ? '0' : '0x' + v.toString(16)).padEnd(16);
+
+  it('prints C\'s %#-16x: 0 alone, else 0x and lowercase digits, padded to 16 columns', async () => {
+    const values = [0, 1, 9, 10, 15, 16, 255, 0x7fffffff, 0x80000000, 0xffffffff, 2 ** 32, 2 ** 32 + 0xabc, 2 ** 40 - 1, 2 ** 52, Number.MAX_SAFE_INTEGER];
+    // Random values of every magnitude, around the 2^31 and 2^32 edges too.
+    let x = 12345;
+    for (let i = 0; i < 2000; i++) {
+      x = (x * 1103515245 + 12345) % 2 ** 31;
+      const bits = i % 54;
+      values.push(Math.floor((x / 2 ** 31) * 2 ** bits));
+    }
+    const { out, text } = asciiSink();
+    for (const v of values) out.hexColumn(v);
+    expect(await text()).toBe(values.map(ref).join(''));
+  });
+});

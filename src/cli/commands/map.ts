@@ -5,7 +5,7 @@ import { VdiskError } from '../../errors.js';
 import type { Image } from '../../image.js';
 import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../format/map-format.js';
 import { writeMapBatchJson } from '../format/map-json-batch.js';
-import { MapBatch } from '../../status/map-batch.js';
+import { MAP_DATA, MAP_ZERO, MapBatch } from '../../status/map-batch.js';
 import { AsciiBuffer } from '../ascii-buffer.js';
 import type { Output } from '../output.js';
 
@@ -39,7 +39,7 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
   }
   if (opts.output === 'json') {
     await out.flush();
-    const buf = new AsciiBuffer();
+    const buf = new AsciiBuffer(out.stream);
     const state = { printed: 0 };
     try {
       await writeJsonMap(img, range, buf, state);
@@ -52,6 +52,7 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
     return;
   }
   await out.write(HUMAN_MAP_HEADER);
+  if (await writeHumanFlatMap(img, range, out)) return;
   for await (const batch of img.mapEntryBatches({ ...range, human: true })) {
     let s = '';
     for (const e of batch) {
@@ -63,6 +64,39 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
     }
     await out.write(s);
   }
+}
+
+/**
+ * The human table from the flat walk, when the image allows it (false: nothing done). Its
+ * rows are the walk's plain data entries (`mapEntries` with `human` merges more, but only
+ * entries the table does not print); as there, data without a host offset fails the table
+ * after the rows before it.
+ */
+async function writeHumanFlatMap(img: Image, range: { start: number; length?: number }, out: Output): Promise<boolean> {
+  await out.flush();
+  const buf = new AsciiBuffer(out.stream);
+  /** Per layer: its host file's name and a newline, as printed (UTF-8, as qemu-img's bytes). */
+  const names: Buffer[] = [];
+  const flat = await img.walkFlatMap(range, new MapBatch(), async (batch) => {
+    for (let i = 0; i < batch.count; i++) {
+      const attrs = batch.attrs[i] as number;
+      if ((attrs & MAP_DATA) === 0) continue;
+      const offset = batch.offset[i] as number;
+      if (offset < 0) {
+        await buf.flush();
+        throw new UnmappableDataError('MAP_UNMAPPABLE_DATA', HUMAN_MAP_UNMAPPABLE, { field: 'map entry', offset: batch.start[i] as number });
+      }
+      if ((attrs & MAP_ZERO) !== 0) continue;
+      const depth = batch.depth[i] as number;
+      buf.hexColumn(batch.start[i] as number);
+      buf.hexColumn(batch.length[i] as number);
+      buf.hexColumn(offset);
+      buf.bytes((names[depth] ??= Buffer.from(img.flatMapFileName(depth) + '\n', 'utf8')));
+    }
+    if (buf.wantsFlush) await buf.flush();
+  });
+  await buf.flush();
+  return flat;
 }
 
 /**

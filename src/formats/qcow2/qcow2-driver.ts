@@ -239,6 +239,14 @@ export class Qcow2Driver implements BlockDriver {
     return this.dataFile;
   }
 
+  /**
+   * The file the host offsets of this image's clusters point into: the external data file
+   * (which must be attached), else the image's own file.
+   */
+  get hostFile(): RandomAccessFile {
+    return this.hasDataFile ? this.requireDataFile() : this.file;
+  }
+
   /** Number of L2 tables read so far. */
   get l2Loads(): number {
     return this.l2Cache.loads;
@@ -472,7 +480,7 @@ export class Qcow2Driver implements BlockDriver {
       this.header.cryptMethod === CRYPT_NONE
     ) {
       map = m.hostOffset;
-      file = this.hasDataFile ? this.requireDataFile() : this.file;
+      file = this.hostFile;
       flags |= BDRV_BLOCK_OFFSET_VALID;
     }
     if (t === SubclusterType.ZeroPlain || t === SubclusterType.ZeroAlloc) flags |= BDRV_BLOCK_ZERO;
