@@ -200,10 +200,15 @@ export class Image implements AsyncDisposable {
    * {@link Image.mapEntryBatches}).
    */
   async walkFlatMap(options: ExtentOptions, batch: MapBatch, sink: MapBatchSink): Promise<boolean> {
-    if (!canWalkFlat(this.top)) return false;
+    if (!this.canWalkFlat) return false;
     const { start, end } = this.span(options);
     await walkFlatMap(this.top, start, end, this.statusCounters, batch, sink);
     return true;
+  }
+
+  /** Whether {@link walkFlatMap} serves this chain (qcow2 layers with byte alignment, all opened). */
+  get canWalkFlat(): boolean {
+    return canWalkFlat(this.top);
   }
 
   /** The host file name of {@link walkFlatMap}'s entries from layer `depth` that have an offset. */

@@ -8,6 +8,7 @@ export class Output {
   private parts: string[] = [];
   private size = 0;
 
+  /** `stream`: where it writes; a printer that writes there directly flushes this first. */
   constructor(readonly stream: NodeJS.WritableStream = process.stdout) {}
 
   /** Queues `text`; flushes when 64 KiB are pending. */

@@ -30,8 +30,17 @@ const warmUpImage = startupSnapshot.isBuildingSnapshot() ? process.env['VDISK_SN
 if (warmUpImage !== undefined && warmUpImage !== '') {
   // At build time: this script is process.argv[1].
   setModuleUrl(path.dirname(process.argv[1] ?? '.'));
+  let finished = false;
+  // Node saves the heap once the event loop is empty: a warm-up that never settled would be
+  // saved half done. Exiting here fails the build (a throw would not).
+  startupSnapshot.addSerializeCallback(() => {
+    if (finished) return;
+    process.stderr.write('snapshot warm-up failed: it had not finished when the heap was saved\n');
+    process.exit(1);
+  });
   warmUp(warmUpImage).then(
     () => {
+      finished = true;
       delete (globalThis as { vdiskModuleUrl?: string }).vdiskModuleUrl;
     },
     (e: unknown) => {

@@ -47,9 +47,10 @@ export function canWalkFlat(top: ChainNode): boolean {
  * human map prints it).
  */
 export function flatMapFileName(top: ChainNode, depth: number): string {
-  let n: ChainNode = top;
-  for (let i = 0; i < depth && n.backing !== null; i++) n = n.backing;
-  return (n.driver as Qcow2Driver).hostFile.path;
+  let n: ChainNode | null = top;
+  for (let i = 0; i < depth && n !== null; i++) n = n.backing;
+  if (n === null || !(n.driver instanceof Qcow2Driver)) throw new RangeError(`no qcow2 layer at depth ${depth} of a flat chain`);
+  return n.driver.hostFile.path;
 }
 
 /**

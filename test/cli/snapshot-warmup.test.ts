@@ -35,22 +35,25 @@ describe('snapshot warm-up', () => {
     const before = { seek: process.env['VDISK_NO_SEEK_HOLE'], workers: process.env['VDISK_DECODE_WORKERS'] };
     process.env['VDISK_NO_SEEK_HOLE'] = 'keep-me';
     delete process.env['VDISK_DECODE_WORKERS'];
-    const { out, err } = capture();
-    await warmUp(path.join(IMAGES, 'chain-top.qcow2'));
-    vi.restoreAllMocks();
-    expect(err.join('')).toBe('');
-    const printed = out.join('');
-    // map --output=json's first entry, map's header, info's and compare's lines.
-    expect(printed).toContain('[{ "start": 0, "length": 65536, "depth": 2, "present": true, "zero": false, "data": true');
-    expect(printed).toContain('Offset          Length          Mapped to       File');
-    expect(printed).toContain('backing file: chain-mid.qcow2');
-    expect(printed).toContain('Images are identical.');
-    expect(process.env['VDISK_NO_SEEK_HOLE']).toBe('keep-me');
-    expect('VDISK_DECODE_WORKERS' in process.env).toBe(false);
-    expect(typeof SharedArrayBuffer).toBe('function');
-    for (const [k, v] of [['VDISK_NO_SEEK_HOLE', before.seek], ['VDISK_DECODE_WORKERS', before.workers]] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
+    try {
+      const { out, err } = capture();
+      await warmUp(path.join(IMAGES, 'chain-top.qcow2'));
+      vi.restoreAllMocks();
+      expect(err.join('')).toBe('');
+      const printed = out.join('');
+      // map --output=json's first entry, map's header, info's and compare's lines.
+      expect(printed).toContain('[{ "start": 0, "length": 65536, "depth": 2, "present": true, "zero": false, "data": true');
+      expect(printed).toContain('Offset          Length          Mapped to       File');
+      expect(printed).toContain('backing file: chain-mid.qcow2');
+      expect(printed).toContain('Images are identical.');
+      expect(process.env['VDISK_NO_SEEK_HOLE']).toBe('keep-me');
+      expect('VDISK_DECODE_WORKERS' in process.env).toBe(false);
+      expect(typeof SharedArrayBuffer).toBe('function');
+    } finally {
+      for (const [k, v] of [['VDISK_NO_SEEK_HOLE', before.seek], ['VDISK_DECODE_WORKERS', before.workers]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
   });
 

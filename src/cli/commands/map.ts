@@ -73,30 +73,33 @@ export async function runMap(img: Image, opts: MapCommandOptions, out: Output): 
  * after the rows before it.
  */
 async function writeHumanFlatMap(img: Image, range: { start: number; length?: number }, out: Output): Promise<boolean> {
+  if (!img.canWalkFlat) return false;
   await out.flush();
   const buf = new AsciiBuffer(out.stream);
   /** Per layer: its host file's name and a newline, as printed (UTF-8, as qemu-img's bytes). */
   const names: Buffer[] = [];
-  const flat = await img.walkFlatMap(range, new MapBatch(), async (batch) => {
-    for (let i = 0; i < batch.count; i++) {
-      const attrs = batch.attrs[i] as number;
-      if ((attrs & MAP_DATA) === 0) continue;
-      const offset = batch.offset[i] as number;
-      if (offset < 0) {
-        await buf.flush();
-        throw new UnmappableDataError('MAP_UNMAPPABLE_DATA', HUMAN_MAP_UNMAPPABLE, { field: 'map entry', offset: batch.start[i] as number });
+  try {
+    return await img.walkFlatMap(range, new MapBatch(), (batch) => {
+      for (let i = 0; i < batch.count; i++) {
+        const attrs = batch.attrs[i] as number;
+        if ((attrs & MAP_DATA) === 0) continue;
+        const offset = batch.offset[i] as number;
+        if (offset < 0) {
+          throw new UnmappableDataError('MAP_UNMAPPABLE_DATA', HUMAN_MAP_UNMAPPABLE, { field: 'map entry', offset: batch.start[i] as number });
+        }
+        if ((attrs & MAP_ZERO) !== 0) continue;
+        const depth = batch.depth[i] as number;
+        buf.hexColumn(batch.start[i] as number);
+        buf.hexColumn(batch.length[i] as number);
+        buf.hexColumn(offset);
+        buf.bytes((names[depth] ??= Buffer.from(img.flatMapFileName(depth) + '\n', 'utf8')));
       }
-      if ((attrs & MAP_ZERO) !== 0) continue;
-      const depth = batch.depth[i] as number;
-      buf.hexColumn(batch.start[i] as number);
-      buf.hexColumn(batch.length[i] as number);
-      buf.hexColumn(offset);
-      buf.bytes((names[depth] ??= Buffer.from(img.flatMapFileName(depth) + '\n', 'utf8')));
-    }
-    if (buf.wantsFlush) await buf.flush();
-  });
-  await buf.flush();
-  return flat;
+      return buf.wantsFlush ? buf.flush() : undefined;
+    });
+  } finally {
+    // As qemu-img: the rows printed before a failure (of the table or of the walk) stay printed.
+    await buf.flush();
+  }
 }
 
 /**

@@ -8,6 +8,7 @@
  */
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import { countWorkerDecodes, runningPool, workerPool, type WorkerPool } from '../workers/pool.js';
+import { dropBeforeSnapshot } from '../../io/snapshot-state.js';
 
 /** Clusters decoded inline in a process before the pool is started for decoding. */
 const INLINE_BEFORE_POOL = 64;
@@ -15,6 +16,10 @@ const INLINE_BEFORE_POOL = 64;
 const BATCH_BYTES = 1024 * 1024;
 
 let inlineCount = 0;
+// A run counts its own inline decodes.
+dropBeforeSnapshot(() => {
+  inlineCount = 0;
+});
 
 /** What became of one cluster sent to the pool. */
 export type PoolResult =

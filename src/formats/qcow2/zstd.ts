@@ -10,6 +10,7 @@
  * build (tests run both).
  */
 import { createRequire } from 'node:module';
+import { dropBeforeSnapshot } from '../../io/snapshot-state.js';
 
 /** Which build decodes. */
 export type ZstdBackend = 'native' | 'wasm';
@@ -29,6 +30,12 @@ type FrameDecoder = (frame: Uint8Array, dst: Uint8Array) => number;
 let decoder: FrameDecoder | null = null;
 let backend: ZstdBackend | null = null;
 let ready: Promise<void> | null = null;
+// Which build decodes is the run's to find out (its environment, its addon).
+dropBeforeSnapshot(() => {
+  decoder = null;
+  backend = null;
+  ready = null;
+});
 
 /** The native decoder, or null when the addon is not installed or does not load. */
 function loadNative(): FrameDecoder | null {

@@ -13,6 +13,7 @@ import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import type { Worker } from 'node:worker_threads';
 import type { CopyReply, CopyRequest, DecodeReply, DecodeRequest, WorkerReply, WorkerRequest } from './protocol.js';
+import { dropBeforeSnapshot } from '../../io/snapshot-state.js';
 
 interface Slot {
   readonly worker: Worker;
@@ -112,6 +113,10 @@ export interface DecodeStats {
 }
 
 const stats: DecodeStats = { inline: 0, onWorkers: 0, workers: 0, broken: false };
+// A run counts its own decodes.
+dropBeforeSnapshot(() => {
+  Object.assign(stats, { inline: 0, onWorkers: 0, workers: 0, broken: false });
+});
 
 /** A snapshot of {@link DecodeStats}. */
 export function decodeStats(): DecodeStats {
