@@ -5,7 +5,7 @@
  * run found narrowing the query below, until a layer has DATA or ZERO; unallocated at the
  * bottom, or past the end of a shorter backing file, reads as ZERO — and merges the
  * answers with `entry_mergeable`'s rules into a batch of typed arrays, then encodes
- * batches as `qemu-img map --output=json` text.
+ * batches as `qemu-img map --output=json` text or as the rows of its human table.
  *
  * Why a kernel: a map is over in tens of milliseconds, before V8's optimising compiler has
  * compiled the JavaScript walk; this code is compiled (Liftoff) in well under a millisecond.
@@ -506,6 +506,70 @@ export function encodeJson(from: i32, to: i32, first: bool, out: usize): usize {
     }
   }
   return p;
+}
+
+// ---- The human table ------------------------------------------------------------------
+
+/** Index of the entry {@link encodeHuman} stopped at (data without an offset), else -1. */
+let humanStop: i32 = -1;
+
+/** Writes `v` (< 2^53) as C's `%#-16x` at `p` (16 columns); returns the end. */
+function putHexColumn(p: usize, v: u64): usize {
+  const end = p + 16;
+  if (v == 0) {
+    store<u8>(p, 48);
+    p++;
+  } else {
+    const digits = <usize>((67 - clz<u64>(v)) >> 2);
+    store<u16>(p, 0x7830); // "0x"
+    p += 2;
+    let q = p + digits;
+    p = q;
+    while (v != 0) {
+      const d = <u32>(v & 15);
+      store<u8>(--q, <u8>(d < 10 ? 48 + d : 87 + d));
+      v >>= 4;
+    }
+  }
+  while (p < end) store<u8>(p++, 32);
+  return end;
+}
+
+/**
+ * Encodes the rows of qemu-img's human map table for batch entries `[from, to)` at `out`:
+ * one per plain data entry (data, not zero) — start, length and offset as `%#-16x`, then
+ * the name of the entry's layer's host file and a newline, from `names` (per depth: u32
+ * address, u32 length; the bytes end with the newline). Stops before a data entry without
+ * an offset, which fails the table ({@link humanStopped}). Returns the end; the caller
+ * leaves room for 48 bytes and the longest name per entry.
+ */
+export function encodeHuman(from: i32, to: i32, names: usize, out: usize): usize {
+  humanStop = -1;
+  let p = out;
+  for (let i = from; i < to; i++) {
+    const a = <i32>load<u8>(batchAttrs + <usize>i);
+    if ((a & MAP_DATA) == 0) continue;
+    const o = <usize>i << 3;
+    const off = load<f64>(batchOffset + o);
+    if (off < 0) {
+      humanStop = i;
+      return p;
+    }
+    if ((a & MAP_ZERO) != 0) continue;
+    p = putHexColumn(p, <u64>load<f64>(batchStart + o));
+    p = putHexColumn(p, <u64>load<f64>(batchLength + o));
+    p = putHexColumn(p, <u64>off);
+    const name = names + (<usize>load<u32>(batchDepth + (<usize>i << 2)) << 3);
+    const n = <usize>load<u32>(name, 4);
+    memory.copy(p, <usize>load<u32>(name), n);
+    p += n;
+  }
+  return p;
+}
+
+/** Where the last {@link encodeHuman} stopped: the index of a data entry without an offset, or -1. */
+export function humanStopped(): i32 {
+  return humanStop;
 }
 
 /** First byte free for the caller's regions. */

@@ -12,8 +12,9 @@
  * are read through the driver's `plainRun` shortcut; their runs may end sooner than the full
  * lookup's, which changes no merged entry (entries are merged per byte). The human form
  * merges more (`mapEntries` with `human`), but only entries it does not print: its rows are
- * this walk's plain data entries, so `vdisk map` prints them from this walk too. Tests hold
- * this walk to `mapEntries` and the differential suite to qemu-img.
+ * this walk's plain data entries, so `vdisk map` prints them from this walk too
+ * (cli/format/map-human-batch.ts). Tests hold this walk to `mapEntries` and the
+ * differential suite to qemu-img.
  */
 import { BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO } from '../formats/driver.js';
 import { newHostMappingOut } from '../formats/qcow2/host-offset.js';

@@ -45,6 +45,8 @@ interface KernelExports {
   pendingOffset(): number;
   lookups(): number;
   encodeJson(from: number, to: number, first: number, out: number): number;
+  encodeHuman(from: number, to: number, names: number, out: number): number;
+  humanStopped(): number;
   heapBase(): number;
 }
 
@@ -61,6 +63,12 @@ const BATCH_ENTRIES = 4096;
 /** Entries encoded as JSON per kernel call, and the most bytes one entry takes. */
 const JSON_ENTRIES = 1024;
 const JSON_ENTRY_BYTES = 256;
+/** The text area (the JSON text or the human table's rows). */
+const TEXT_BYTES = JSON_ENTRIES * JSON_ENTRY_BYTES;
+/** Room after it for the human table's file names: a table of (address, length) per layer, then the names. */
+const NAMES_BYTES = 64 * 1024;
+/** Bytes of a human row before its file name (three `%#-16x` columns). */
+const HUMAN_COLUMNS = 48;
 /** Most memory one walk's instance may take (L1 copies and one L2 slot per layer). */
 const MAX_KERNEL_BYTES = 64 * 1024 * 1024;
 
@@ -90,8 +98,24 @@ export function useFlatWalkKernel(on: boolean): void {
   useWasmKernel('flat-walk', on);
 }
 
-/** A batch laid out in a kernel instance's memory, which can encode itself as JSON there. */
+/** A human table's rows from {@link KernelMapBatch.encodeHuman}. */
+export interface HumanRows {
+  /** The rows' bytes: a view valid until the next call. */
+  readonly bytes: Uint8Array;
+  /** The entry the rows stop before (data without an offset, which fails the table), or -1. */
+  readonly stop: number;
+}
+
+/**
+ * A batch laid out in a kernel instance's memory, which can encode itself there as JSON
+ * or as the human table's rows.
+ */
 export class KernelMapBatch extends MapBatch {
+  /** The names placed in the kernel's memory for encodeHuman, and the longest one. */
+  private names: readonly Uint8Array[] | null = null;
+  private longestName = 0;
+
+  /** `jsonAt`: the text area ({@link TEXT_BYTES}), followed by {@link NAMES_BYTES} for names. */
   constructor(
     private readonly kernel: KernelExports,
     at: number,
@@ -99,6 +123,49 @@ export class KernelMapBatch extends MapBatch {
     private readonly jsonAt: number,
   ) {
     super(capacity, { buffer: kernel.memory.buffer, byteOffset: at });
+  }
+
+  /**
+   * The human table's rows for entries `[from, to)`, as the JavaScript printer writes them
+   * (cli/commands/map.ts): per plain data entry, its start, length and offset as `%#-16x`
+   * and `names[depth]` (the layer's host file name and a newline, as bytes), stopping
+   * before a data entry without an offset. Takes at most {@link humanEntries}`()` entries
+   * a call. Null when the names do not fit in the kernel's room for them.
+   */
+  encodeHuman(from: number, to: number, names: readonly Uint8Array[]): HumanRows | null {
+    if (names !== this.names && !this.placeNames(names)) return null;
+    const k = this.kernel;
+    const end = k.encodeHuman(from, to, this.jsonAt + TEXT_BYTES, this.jsonAt);
+    return { bytes: new Uint8Array(k.memory.buffer, this.jsonAt, end - this.jsonAt), stop: k.humanStopped() };
+  }
+
+  /** Entries one {@link encodeHuman} call takes with the names last given (at least one). */
+  humanEntries(): number {
+    return Math.max(1, Math.floor(TEXT_BYTES / (HUMAN_COLUMNS + this.longestName)));
+  }
+
+  /** Copies `names` into the kernel's room for them: (address, length) per depth, then the bytes. */
+  private placeNames(names: readonly Uint8Array[]): boolean {
+    const table = this.jsonAt + TEXT_BYTES;
+    let at = table + names.length * 8;
+    let longest = 0;
+    for (const n of names) {
+      at += n.length;
+      longest = Math.max(longest, n.length);
+    }
+    if (at > table + NAMES_BYTES || HUMAN_COLUMNS + longest > TEXT_BYTES) return false;
+    const mem = this.kernel.memory.buffer;
+    const view = new DataView(mem);
+    at = table + names.length * 8;
+    names.forEach((n, d) => {
+      view.setUint32(table + d * 8, at, true);
+      view.setUint32(table + d * 8 + 4, n.length, true);
+      new Uint8Array(mem, at, n.length).set(n);
+      at += n.length;
+    });
+    this.names = names;
+    this.longestName = longest;
+    return true;
   }
 
   /**
@@ -126,7 +193,7 @@ export function newKernelMapBatch(capacity: number): KernelMapBatch | null {
   const k = instantiate<KernelExports>(mod);
   const batchAt = align(k.heapBase(), 8);
   const jsonAt = align(batchAt + MapBatch.bytes(capacity), 8);
-  ensureMemory(k.memory, jsonAt + JSON_ENTRIES * JSON_ENTRY_BYTES);
+  ensureMemory(k.memory, jsonAt + TEXT_BYTES + NAMES_BYTES);
   k.setup(batchAt, 0, batchAt, capacity);
   return new KernelMapBatch(k, batchAt, capacity, jsonAt);
 }
@@ -158,7 +225,7 @@ export async function kernelWalk(
   const k = instantiate<KernelExports>(mod);
   kernelWalkCounts.walks++;
 
-  // Layout: layer records, L1 copies, L2 slots, the batch, the JSON text.
+  // Layout: layer records, L1 copies, L2 slots, the batch, the text, the names.
   const base = align(k.heapBase(), 8);
   const l1At: number[] = [];
   const slotAt: number[] = [];
@@ -175,7 +242,7 @@ export async function kernelWalk(
   const batchAt = at;
   at = align(at + MapBatch.bytes(entries), 8);
   const jsonAt = at;
-  at += JSON_ENTRIES * JSON_ENTRY_BYTES;
+  at += TEXT_BYTES + NAMES_BYTES;
   ensureMemory(k.memory, at);
 
   const mem = k.memory.buffer;

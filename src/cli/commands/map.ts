@@ -5,7 +5,8 @@ import { VdiskError } from '../../errors.js';
 import type { Image } from '../../image.js';
 import { HUMAN_MAP_HEADER, HUMAN_MAP_UNMAPPABLE, mapEntryHuman, writeMapEntryJson } from '../format/map-format.js';
 import { writeMapBatchJson } from '../format/map-json-batch.js';
-import { MAP_DATA, MAP_ZERO, MapBatch } from '../../status/map-batch.js';
+import { MapBatch } from '../../status/map-batch.js';
+import { writeMapBatchHuman, type HumanMapNames } from '../format/map-human-batch.js';
 import { AsciiBuffer } from '../ascii-buffer.js';
 import type { Output } from '../output.js';
 
@@ -77,22 +78,16 @@ async function writeHumanFlatMap(img: Image, range: { start: number; length?: nu
   await out.flush();
   const buf = new AsciiBuffer(out.stream);
   /** Per layer: its host file's name and a newline, as printed (UTF-8, as qemu-img's bytes). */
-  const names: Buffer[] = [];
+  const byDepth: Buffer[] = [];
+  const names: HumanMapNames = {
+    of: (depth) => (byDepth[depth] ??= Buffer.from(img.flatMapFileName(depth) + '\n', 'utf8')),
+    all: () => img.layers.map((_, depth) => names.of(depth)),
+  };
   try {
     return await img.walkFlatMap(range, new MapBatch(), (batch) => {
-      for (let i = 0; i < batch.count; i++) {
-        const attrs = batch.attrs[i] as number;
-        if ((attrs & MAP_DATA) === 0) continue;
-        const offset = batch.offset[i] as number;
-        if (offset < 0) {
-          throw new UnmappableDataError('MAP_UNMAPPABLE_DATA', HUMAN_MAP_UNMAPPABLE, { field: 'map entry', offset: batch.start[i] as number });
-        }
-        if ((attrs & MAP_ZERO) !== 0) continue;
-        const depth = batch.depth[i] as number;
-        buf.hexColumn(batch.start[i] as number);
-        buf.hexColumn(batch.length[i] as number);
-        buf.hexColumn(offset);
-        buf.bytes((names[depth] ??= Buffer.from(img.flatMapFileName(depth) + '\n', 'utf8')));
+      const stop = writeMapBatchHuman(buf, batch, names);
+      if (stop >= 0) {
+        throw new UnmappableDataError('MAP_UNMAPPABLE_DATA', HUMAN_MAP_UNMAPPABLE, { field: 'map entry', offset: batch.start[stop] as number });
       }
       return buf.wantsFlush ? buf.flush() : undefined;
     });
