@@ -52,6 +52,13 @@ describe('vdisk launcher', () => {
     expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8')).toBe(`${node}\n${statSync(node).ino}\n`);
   });
 
+  it('snapshots a bundle of ASCII text (V8 keeps other source at two bytes per character)', () => {
+    const bytes = readFileSync(path.join(DIST, 'vdisk.cjs'));
+    expect(bytes.findIndex((b) => b > 0x7f)).toBe(-1);
+    // Characters beyond ASCII in its strings are escapes (esbuild's charset: ascii).
+    expect(bytes.toString('latin1')).toContain('\\uFFFD');
+  });
+
   it('starts from the snapshot, directly and through a symlink, and gives what bin.js gives', async () => {
     const link = path.join(dir, 'vdisk-link');
     symlinkSync(LAUNCHER, link);
