@@ -3,8 +3,9 @@
  * (src/cli/snapshot-main.ts) is built after a warm-up run of its commands, so that the
  * functions they run are saved compiled; objects made on the way that a snapshot cannot
  * hold or should not carry into a run — compiled WebAssembly modules and their instances,
- * an FFI binding, the zstd decoder chosen, counters — are dropped when the heap is saved, to be made again at first
- * use in the run. Outside a snapshot build, registering does nothing.
+ * an FFI binding, the zstd decoder chosen, counters — are dropped when the heap is saved,
+ * to be made again at first use in the run. Outside a snapshot build, registering does
+ * nothing.
  */
 import { startupSnapshot } from 'node:v8';
 

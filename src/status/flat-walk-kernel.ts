@@ -126,14 +126,22 @@ export class KernelMapBatch extends MapBatch {
   }
 
   /**
-   * The human table's rows for entries `[from, to)`, as the JavaScript printer writes them
-   * (cli/commands/map.ts): per plain data entry, its start, length and offset as `%#-16x`
-   * and `names[depth]` (the layer's host file name and a newline, as bytes), stopping
-   * before a data entry without an offset. Takes at most {@link humanEntries}`()` entries
-   * a call. Null when the names do not fit in the kernel's room for them.
+   * Gives {@link encodeHuman} the names it prints (per depth: the layer's host file name and
+   * a newline, as bytes), copied into the kernel's memory unless they are the ones it has;
+   * false when they do not fit in its room for them.
    */
-  encodeHuman(from: number, to: number, names: readonly Uint8Array[]): HumanRows | null {
-    if (names !== this.names && !this.placeNames(names)) return null;
+  useHumanNames(names: readonly Uint8Array[]): boolean {
+    return names === this.names || this.placeNames(names);
+  }
+
+  /**
+   * The human table's rows for entries `[from, to)`, as the JavaScript printer writes them
+   * (cli/format/map-human-batch.ts): per plain data entry, its start, length and offset as
+   * `%#-16x` and its layer's name ({@link useHumanNames}, which must have been given),
+   * stopping before a data entry without an offset. Takes at most {@link humanEntries}`()`
+   * entries a call.
+   */
+  encodeHuman(from: number, to: number): HumanRows {
     const k = this.kernel;
     const end = k.encodeHuman(from, to, this.jsonAt + TEXT_BYTES, this.jsonAt);
     return { bytes: new Uint8Array(k.memory.buffer, this.jsonAt, end - this.jsonAt), stop: k.humanStopped() };

@@ -79,9 +79,11 @@ async function writeHumanFlatMap(img: Image, range: { start: number; length?: nu
   const buf = new AsciiBuffer(out.stream);
   /** Per layer: its host file's name and a newline, as printed (UTF-8, as qemu-img's bytes). */
   const byDepth: Buffer[] = [];
+  let all: Uint8Array[] | undefined;
   const names: HumanMapNames = {
     of: (depth) => (byDepth[depth] ??= Buffer.from(img.flatMapFileName(depth) + '\n', 'utf8')),
-    all: () => img.layers.map((_, depth) => names.of(depth)),
+    // Once: the kernel copies a new array of names into its memory.
+    all: () => (all ??= img.layers.map((_, depth) => names.of(depth))),
   };
   try {
     return await img.walkFlatMap(range, new MapBatch(), (batch) => {

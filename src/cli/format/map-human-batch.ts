@@ -14,7 +14,7 @@ import { MAP_DATA, MAP_ZERO, type MapBatch } from '../../status/map-batch.js';
 export interface HumanMapNames {
   /** The name for entries of layer `depth`. */
   of(depth: number): Uint8Array;
-  /** Every layer's, top first (for the kernel, which takes them all at once). */
+  /** Every layer's, top first (for the kernel, which takes them all at once): the same array each call. */
   all(): readonly Uint8Array[];
 }
 
@@ -23,19 +23,15 @@ export interface HumanMapNames {
  * without an offset; returns that entry's index (the table fails there), or -1.
  */
 export function writeMapBatchHuman(out: AsciiBuffer, batch: MapBatch, names: HumanMapNames): number {
-  if (batch instanceof KernelMapBatch) {
-    const all = names.all();
-    // The kernel takes at most humanEntries() a call; null: the names do not fit its room.
-    let rows = batch.encodeHuman(0, 0, all);
-    if (rows !== null) {
-      const step = batch.humanEntries();
-      for (let i = 0; i < batch.count; i += step) {
-        rows = batch.encodeHuman(i, Math.min(batch.count, i + step), all) as NonNullable<typeof rows>;
-        out.bytes(rows.bytes);
-        if (rows.stop >= 0) return rows.stop;
-      }
-      return -1;
+  // The kernel takes the names unless they do not fit its room, and humanEntries() a call.
+  if (batch instanceof KernelMapBatch && batch.useHumanNames(names.all())) {
+    const step = batch.humanEntries();
+    for (let i = 0; i < batch.count; i += step) {
+      const rows = batch.encodeHuman(i, Math.min(batch.count, i + step));
+      out.bytes(rows.bytes);
+      if (rows.stop >= 0) return rows.stop;
     }
+    return -1;
   }
   for (let i = 0; i < batch.count; i++) {
     const attrs = batch.attrs[i] as number;
