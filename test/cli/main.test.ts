@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
+import { captureStdio } from '../helpers/stdio.js';
 import { COMPRESSED, COPIED, buildQcow2 } from '../helpers/qcow2-builder.js';
 
 let dir: string;
@@ -41,16 +42,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  out = [];
-  err = [];
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    out.push(String(chunk));
-    return true;
-  });
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  });
+  ({ out, err } = captureStdio());
 });
 
 afterEach(() => {
@@ -115,8 +107,8 @@ describe('argument errors: `vdisk: CODE: message`, status 1', () => {
 
   it('negative sizes are refused', async () => {
     await fails(['map', '--start-offset=-1', plain], /^vdisk: ARG_SIZE: /);
-    out = [];
-    err = [];
+    out.length = 0;
+    err.length = 0;
     await fails(['map', '--max-length=-1k', plain], /^vdisk: ARG_SIZE: /);
   });
 

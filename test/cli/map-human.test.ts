@@ -17,6 +17,7 @@ import { Output } from '../../src/cli/output.js';
 import { useFlatWalkKernel } from '../../src/status/flat-walk-kernel.js';
 import { isVdiskError } from '../../src/errors.js';
 import { makeChain } from '../helpers/random-chain.js';
+import { collectingStream } from '../helpers/ascii-sink.js';
 import { rngInt } from '../helpers/prng.js';
 import { hasTool } from '../helpers/qemu.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
@@ -26,21 +27,13 @@ if (!hasQemu) console.warn('map-human.test.ts: SKIPPED: qemu-img and/or qemu-io 
 
 /** An Output over a stream that collects what is written. */
 function outputSink(): { out: Output; text: () => Promise<string> } {
-  const chunks: Buffer[] = [];
-  const stream = {
-    write(c: string | Uint8Array, cb?: () => void): boolean {
-      chunks.push(Buffer.from(c));
-      cb?.();
-      return true;
-    },
-    once(): void {},
-  } as unknown as NodeJS.WritableStream;
+  const { stream, bytes } = collectingStream();
   const out = new Output(stream);
   return {
     out,
     text: async () => {
       await out.flush();
-      return Buffer.concat(chunks).toString('utf8');
+      return bytes().toString('utf8');
     },
   };
 }

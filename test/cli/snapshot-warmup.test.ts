@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { warmUp } from '../../src/cli/snapshot-warmup.js';
+import { captureStdio } from '../helpers/stdio.js';
 
 const IMAGES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../images');
 
@@ -15,20 +16,6 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
-/** Captures what the commands print. */
-function capture(): { out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    out.push(String(chunk));
-    return true;
-  });
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  });
-  return { out, err };
-}
 
 describe('snapshot warm-up', () => {
   it('runs every command on the shipped chain, then restores the environment', async () => {
@@ -36,7 +23,7 @@ describe('snapshot warm-up', () => {
     process.env['VDISK_NO_SEEK_HOLE'] = 'keep-me';
     delete process.env['VDISK_DECODE_WORKERS'];
     try {
-      const { out, err } = capture();
+      const { out, err } = captureStdio();
       await warmUp(path.join(IMAGES, 'chain-top.qcow2'));
       vi.restoreAllMocks();
       expect(err.join('')).toBe('');
@@ -62,7 +49,7 @@ describe('snapshot warm-up', () => {
     const saved = g.SharedArrayBuffer;
     delete g.SharedArrayBuffer;
     try {
-      capture();
+      captureStdio();
       await warmUp(path.join(IMAGES, 'chain-top.qcow2'));
       vi.restoreAllMocks();
       expect('SharedArrayBuffer' in globalThis).toBe(false);
@@ -72,7 +59,7 @@ describe('snapshot warm-up', () => {
   });
 
   it('fails when a command fails', async () => {
-    capture();
+    captureStdio();
     await expect(warmUp(path.join(IMAGES, 'no-such-image.qcow2'))).rejects.toThrow(/exited with status 1/);
   });
 });

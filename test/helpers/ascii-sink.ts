@@ -1,25 +1,31 @@
 /**
  * An `AsciiBuffer` over a stream that collects what is written, for tests of the map
- * printers: `text()` flushes and returns everything as a string.
+ * printers: `text()` flushes and returns everything as a string; and that stream.
  */
 import { AsciiBuffer } from '../../src/cli/ascii-buffer.js';
 
 export function asciiSink(): { out: AsciiBuffer; text: () => Promise<string> } {
+  const { stream, bytes } = collectingStream();
+  const out = new AsciiBuffer(stream);
+  return {
+    out,
+    text: async () => {
+      await out.flush();
+      return bytes().toString('latin1');
+    },
+  };
+}
+
+/** A stream that keeps what is written to it (strings as UTF-8), and never asks to drain. */
+export function collectingStream(): { stream: NodeJS.WritableStream; bytes: () => Buffer } {
   const chunks: Buffer[] = [];
   const stream = {
-    write(c: Uint8Array, cb?: () => void): boolean {
+    write(c: string | Uint8Array, cb?: () => void): boolean {
       chunks.push(Buffer.from(c));
       cb?.();
       return true;
     },
     once(): void {},
   } as unknown as NodeJS.WritableStream;
-  const out = new AsciiBuffer(stream);
-  return {
-    out,
-    text: async () => {
-      await out.flush();
-      return Buffer.concat(chunks).toString('latin1');
-    },
-  };
+  return { stream, bytes: () => Buffer.concat(chunks) };
 }
