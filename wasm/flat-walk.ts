@@ -10,10 +10,11 @@
  * Why a kernel: a map is over in tens of milliseconds, before V8's optimising compiler has
  * compiled the JavaScript walk; this code is compiled (Liftoff) in well under a millisecond.
  *
- * The kernel answers only what needs no judgement: unallocated, zero and normal entries of
+ * The kernel answers only what needs no judgement: unallocated, zero, normal and compressed
+ * entries (data without a host offset, one cluster per query as QEMU answers them) of
  * standard L2 tables the JavaScript driver has loaded and checked (it copies each into the
- * layer's slot when asked: NEED). Anything else — a compressed entry, an L1 or L2 offset of
- * 2^53 or more or unaligned, a zero flag in a version 2 image — stops the kernel (BAIL)
+ * layer's slot when asked: NEED). Anything else — an L1 or L2 offset of 2^53 or more or
+ * unaligned, a zero flag in a version 2 image — stops the kernel (BAIL)
  * before the query that meets it; the JavaScript walk goes on from there with the merged
  * entry in progress, and reports what it finds in QEMU's words. It does no I/O and
  * allocates nothing: every region is laid out by the caller in this module's memory.
@@ -46,6 +47,7 @@ const PROBE_BYTES: i64 = 1 << 30;
 
 /** Subcluster types (the values of SubclusterType in src/formats/qcow2/l2-entry.ts). */
 const NORMAL: i32 = 0;
+const COMPRESSED: i32 = 1;
 const ZERO_PLAIN: i32 = 2;
 const ZERO_ALLOC: i32 = 3;
 const UNALLOCATED_PLAIN: i32 = 4;
@@ -169,7 +171,17 @@ function lookup(d: i32, at: i64, n: i64): i32 {
   const e = words + (<usize>l2Index << 3);
   const hi = load<u32>(e);
   const lo = load<u32>(e, 4);
-  if ((hi & HI_COMPRESSED) != 0) return BAIL;
+  if ((hi & HI_COMPRESSED) != 0) {
+    // One cluster, data without a host offset (the checks made when the table was loaded
+    // are the only ones QEMU's lookup makes here: compressed clusters never come with an
+    // external data file, which the kernel does not serve).
+    let bytes = cs;
+    if (bytes > need) bytes = need;
+    gType = COMPRESSED;
+    gBytes = bytes - oic;
+    gHost = 0;
+    return DONE;
+  }
   const offsetZero = (hi & HI_OFFSET) == 0 && (lo & LO_OFFSET) == 0;
   let type: i32;
   if ((lo & 1) != 0) {
@@ -258,7 +270,7 @@ export function walk(): i32 {
       }
       const hasOffset = t == NORMAL || t == ZERO_ALLOC;
       let zero = t == ZERO_PLAIN || t == ZERO_ALLOC;
-      const data = t == NORMAL;
+      const data = t == NORMAL || t == COMPRESSED;
       pnum = bytes < n ? bytes : n;
       const present = zero || data;
       if (!present) {

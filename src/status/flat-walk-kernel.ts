@@ -9,8 +9,8 @@
  * the JavaScript walk (`loadL2ForWalk`, read-ahead alike) and it is copied into the
  * layer's slot; when it first queries a layer, the driver says whether mapping answers
  * probe the host file (metadata preallocation), and if so the kernel stops there. It stops
- * too (BAIL) before any entry it leaves to the JavaScript walk (compressed clusters,
- * offsets QEMU refuses); the JavaScript walk then goes on from that position with the
+ * too (BAIL) before any entry it leaves to the JavaScript walk (offsets QEMU refuses, zero
+ * flags in version 2 images); the JavaScript walk then goes on from that position with the
  * merged entry in progress, so entries, errors and what was printed before an error are
  * the JavaScript walk's. One module is compiled per process, one instance (with its own
  * memory) per walk: walks may run side by side.

@@ -63,7 +63,7 @@ describe.skipIf(!hasQemu)('flat JSON map walk', () => {
   afterAll(() => removeTempDir(dir));
 
   it.each([
-    ['in its WebAssembly kernel (handing over to JavaScript at compressed clusters and preallocated layers)', true],
+    ['in its WebAssembly kernel (handing over to JavaScript at preallocated layers)', true],
     ['in JavaScript alone', false],
   ])('gives the general walk\'s entries on 60 random chains, whole and in random ranges, %s', async (_how, kernel) => {
     useFlatWalkKernel(kernel);
