@@ -175,9 +175,13 @@ export function runsClean(
   ptr: usize, ends: usize, count: i32, orHi: u32, orLo: u32, compressed: i32, cs: f64, fileSize: f64, hasDataFile: bool,
   rStarts: usize, rEnds: usize, nRanges: i32, maxEnd: f64, tables: usize, nTables: i32,
 ): bool {
-  if (compressed != 0 || (orHi & L2_RESERVED_HI) != 0 || (orLo & L2_RESERVED_LO) != 0) return false;
-  if (hasDataFile) return true;
+  if ((orHi & L2_RESERVED_HI) != 0 || (orLo & L2_RESERVED_LO) != 0) return false;
+  if (hasDataFile) return compressed == 0;
   const csMask = <u32>cs - 1;
+  // Bits of a compressed payload's offset in the descriptor's high word (l2-table-check.ts
+  // compressedPayloadStart): 30 - (cluster_bits - 8).
+  const hiBits = 38 - <i32>ctz<u32>(<u32>cs);
+  const hiMask: u32 = (<u32>1 << hiBits) - 1;
   let start = 0;
   for (let r = 0; r < count; r++) {
     const end = <i32>load<u32>(ends + (<usize>r << 2));
@@ -185,6 +189,20 @@ export function runsClean(
     const lo = load<u32>(ptr + (<usize>start << 3), 4);
     const first = start;
     start = end;
+    if ((hi & HI_COMPRESSED) != 0) {
+      // A compressed entry is a run of its own: COPIED clear, the payload starting below
+      // the end of the file and clear of metadata and active L2 tables.
+      if ((hi & HI_COPIED) != 0) return false;
+      const high = hi & hiMask;
+      if (high >= 0x200000) return false;
+      const from = <f64>high * 4294967296.0 + <f64>lo;
+      if (from >= fileSize) return false;
+      let to = from + <f64>((((hi & 0x3fffffff) >>> hiBits) + 1) * 512 - (lo & 511));
+      if (to > fileSize) to = fileSize;
+      if (from < maxEnd && rangeOverlapping(rStarts, rEnds, nRanges, from, to)) return false;
+      if (tableOverlapping(tables, nTables, cs, from, to)) return false;
+      continue;
+    }
     if (((hi & HI_OFFSET) == 0 && (lo & LO_OFFSET) == 0) || (hi & HI_UNSAFE) != 0 || (lo & LO_OFFSET & csMask) != 0) continue;
     const host = <f64>(hi & HI_OFFSET) * 4294967296.0 + <f64>(lo & LO_OFFSET);
     const hostEnd = host + <f64>(end - first) * cs;

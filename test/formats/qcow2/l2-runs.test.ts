@@ -156,6 +156,69 @@ describe.each([
     expect(refused).toBeGreaterThan(20);
     expect(refused).toBeLessThan(560);
   });
+
+  it('judges compressed payloads as the entry-by-entry check does: inside the file, and at the edges of the file, metadata and L2 tables', () => {
+    const cs = 0x10000;
+    const ranges = MetadataRanges.build('r.qcow2', [
+      { kind: 'header', start: 0, end: cs },
+      { kind: 'refcount table', start: 0x10000, end: 0x20000 },
+      { kind: 'active L1 table', start: 0x30000, end: 0x30008 },
+      { kind: 'snapshot table', start: 0x2000000, end: 0x2010000 },
+    ], { kind: 'refcount block', starts: Float64Array.from([0x20000, 0x3000000]), length: cs });
+    const l2Tables = Float64Array.from([0x40000, 0x500000]);
+    /** Payload starts just before, at and after the edges (the file's end is 0x4000000 or 0x4001234). */
+    const edges = [0x20000, 0x30000, 0x30008, 0x40000, 0x50000, 0x500000, 0x510000, 0x2000000, 0x2010000, 0x3000000, 0x3010000, 0x4000000, 0x4001234];
+    const rand = rng(5151);
+    let refused = 0;
+    let clean = 0;
+    for (let t = 0; t < 400; t++) {
+      const fileSize = t % 2 === 0 ? 0x4000000 : 0x4001234;
+      const hasDataFile = t % 10 === 9;
+      const checker = new L2TableChecker({ file: 'r.qcow2', fileSize, clusterBits: 16, clusterSize: cs, extendedL2: false, hasDataFile }, ranges, l2Tables);
+      const w = new Uint32Array(2 * (cs / 8));
+      // A run of data clear of everything, then compressed entries: most inside the file's
+      // free space, a few at an edge.
+      for (let i = 0; i < 16; i++) {
+        const h = 0x1000000 + i * cs;
+        w[2 * i] = COPIED;
+        w[2 * i + 1] = h;
+      }
+      const count = 1 + Math.floor(rand() * 40);
+      for (let k = 0; k < count; k++) {
+        const i = 16 + Math.floor(rand() * (cs / 8 - 16));
+        const nearEdge = rand() < 0.03;
+        const sectors = 1 + Math.floor(rand() * (rand() < 0.1 ? 256 : 8));
+        // Near an edge: the payload's start, or its end, within two sectors of it.
+        const edge = (edges[Math.floor(rand() * edges.length)] as number) - (rand() < 0.5 ? sectors * 512 : 0);
+        const start = nearEdge
+          ? Math.max(0, edge + Math.floor(rand() * 5 - 2) * 512 + (rand() < 0.3 ? Math.floor(rand() * 512) : 0))
+          : 0x600000 + Math.floor(rand() * 0x1900000);
+        w[2 * i] = (COMPRESSED | ((sectors - 1) << 22) | Math.floor(start / 2 ** 32) | (rand() < 0.01 ? COPIED : 0)) >>> 0;
+        w[2 * i + 1] = start % 2 ** 32;
+      }
+      const runs = buildL2Runs(w, cs, hasDataFile);
+      const a = outcome(() => checker.check(0x40000, w, runs));
+      const b = outcome(() => checker.check(0x40000, w));
+      expect(a, `table ${t}`).toEqual(b);
+      // The per-run verdict itself, in the kernel and in JavaScript (a "not clean" only costs
+      // the entries' checks, so the outcomes above would not show a difference).
+      const judge = (inKernel: boolean): boolean => {
+        useTableScanKernel(inKernel);
+        try {
+          return (checker as unknown as { runsClean(x: Uint32Array, r: typeof runs): boolean }).runsClean(w, runs);
+        } finally {
+          useTableScanKernel(kernel);
+        }
+      };
+      const verdict = judge(true);
+      expect(verdict, `table ${t}`).toBe(judge(false));
+      if (b !== undefined) refused++;
+      else if (verdict && !hasDataFile) clean++;
+    }
+    // Both outcomes, and tables with compressed entries passed per run, without the entries' checks.
+    expect(refused).toBeGreaterThan(40);
+    expect(clean).toBeGreaterThan(100);
+  });
 });
 
 describe('onlyPlainEntries', () => {

@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { l2Words } from '../../helpers/l2-words.js';
 import { CorruptImageError, type VdiskError } from '../../../src/errors.js';
-import { L2TableChecker, compressedPayload, scanL1 } from '../../../src/formats/qcow2/l2-table-check.js';
+import { L2TableChecker, compressedPayload, compressedPayloadLength, compressedPayloadStart, scanL1 } from '../../../src/formats/qcow2/l2-table-check.js';
+import { rng } from '../../helpers/prng.js';
 import { MetadataRanges } from '../../../src/formats/qcow2/metadata-ranges.js';
 
 const cs = 0x10000;
@@ -53,6 +54,26 @@ describe('compressedPayload', () => {
     const big = compressedPayload(0x7fff0000, 0x00050000, 16); // offset bits 0..53 = 0x3f000000050000
     expect(big.hostOffsetBig).toBe(0x3f000000050000n);
     expect(big.hostOffset).toBe(Infinity);
+  });
+
+  it('is matched by the number-only start and length the checks use, for every cluster size and random descriptors', () => {
+    const rand = rng(777);
+    for (let clusterBits = 9; clusterBits <= 21; clusterBits++) {
+      for (let k = 0; k < 2000; k++) {
+        // Random high words (the compressed flag set, COPIED now and then), their offset
+        // bits now and then all set (offsets from 2^53), and random low words.
+        let hi = (0x40000000 | Math.floor(rand() * 0x40000000) | (rand() < 0.1 ? 0x80000000 : 0)) >>> 0;
+        if (rand() < 0.2) hi = (hi | ((1 << (30 - (clusterBits - 8))) - 1)) >>> 0;
+        if (rand() < 0.2) hi = (hi & ~((1 << (30 - (clusterBits - 8))) - 1)) >>> 0;
+        const lo = Math.floor(rand() * 2 ** 32);
+        const d = compressedPayload(hi, lo, clusterBits);
+        expect(compressedPayloadStart(hi, lo, clusterBits), `${clusterBits} ${hi} ${lo}`).toBe(d.hostOffset);
+        expect(compressedPayloadLength(hi, lo, clusterBits), `${clusterBits} ${hi} ${lo}`).toBe(d.length);
+      }
+    }
+    // The last offset below 2^53, and 2^53 itself (64 KiB clusters: 22 offset bits in the high word).
+    expect(compressedPayloadStart(0x401fffff, 0xfffffe00, 16)).toBe(2 ** 53 - 512);
+    expect(compressedPayloadStart(0x40200000, 0, 16)).toBe(Infinity);
   });
 });
 
