@@ -7,12 +7,15 @@
  * zeroes), blocks through a small cache, bytes past the end of the file as zeroes; an
  * unaligned block offset makes that lookup fail (QEMU signals corruption and returns EIO).
  */
-import { readEntry } from './refcount.js';
+import { readEntry, readEntryNumber } from './refcount.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import { altHex, readZeroFilled, word64, type CheckState } from './check-refcounts.js';
 import { clusterType, ClusterType } from './l2-entry.js';
 
 const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
+
+/** A stored refcount: a number up to 32 bits, a BigInt for 64-bit refcounts. */
+export type Refcount = number | bigint;
 
 /** A refcount lookup failed: the refcount block offset is not cluster-aligned. */
 export class RefblockUnaligned {
@@ -63,20 +66,23 @@ export class StoredRefcounts {
   /**
    * `qcow2_get_refcount` of cluster `index`; synchronous when the refcount block is cached
    * (the usual case in a walk), so a walk over millions of clusters makes no promise each.
+   * A number for refcounts of at most 32 bits (exact, and no BigInt per cluster), a BigInt
+   * for 64-bit ones (`refcount_order` 6).
    */
-  get(index: number): bigint | RefblockUnaligned | Promise<bigint | RefblockUnaligned> {
+  get(index: number): Refcount | RefblockUnaligned | Promise<Refcount | RefblockUnaligned> {
     const ti = Math.floor(index / this.entriesPerBlock);
-    if (ti >= this.tableSize) return 0n;
+    if (ti >= this.tableSize) return 0;
     if (ti !== this.lastIndex) {
       const blockOffset = this.entry(ti) & REFT_OFFSET_MASK;
-      if (blockOffset === 0n) return 0n;
+      if (blockOffset === 0n) return 0;
       if (blockOffset % BigInt(this.clusterSize) !== 0n) return new RefblockUnaligned(blockOffset, ti);
       const block = this.blocks.get(blockOffset);
       if (block === undefined) return this.load(blockOffset).then(() => this.get(index));
       this.lastIndex = ti;
       this.lastBlock = block;
     }
-    return readEntry(this.lastBlock, index % this.entriesPerBlock, this.refcountOrder);
+    const i = index % this.entriesPerBlock;
+    return this.refcountOrder <= 5 ? readEntryNumber(this.lastBlock, i, this.refcountOrder) : readEntry(this.lastBlock, i, this.refcountOrder);
   }
 
   private async load(blockOffset: bigint): Promise<void> {
@@ -148,8 +154,9 @@ export async function compareRefcounts(st: CheckState, stored: StoredRefcounts, 
       st.counts.checkErrors++;
       continue;
     }
-    const r2 = BigInt(st.refcounts.get(i));
-    if (r1 > 0n || r2 > 0n) highest = i;
+    // Compared as numbers when the stored refcount is one (the recomputed one always is).
+    const r2: Refcount = typeof r1 === 'number' ? st.refcounts.get(i) : BigInt(st.refcounts.get(i));
+    if (r1 > 0 || r2 > 0) highest = i;
     if (r1 !== r2) {
       st.report(`${r1 < r2 ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${r1} reference=${r2}`);
       if (r1 < r2) st.counts.corruptions++;
@@ -174,7 +181,7 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
       if (r instanceof Promise) r = await r;
     if (r instanceof RefblockUnaligned) {
       signalUnaligned(st, r, signaled);
-    } else if ((r === 1n) !== ((hi & 0x80000000) !== 0)) {
+    } else if (isOne(r) !== ((hi & 0x80000000) !== 0)) {
       st.counts.corruptions++;
       st.report(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${word64(hi, lo).toString(16)} refcount=${r}`);
     }
@@ -186,9 +193,9 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
       const el = dv.getUint32(j * entrySize + 4);
       const t = clusterType(eh, el, g.extendedL2, g.hasDataFile);
       if (t !== ClusterType.Normal && t !== ClusterType.ZeroAlloc) continue;
-      let refcount: bigint;
+      let refcount: Refcount;
       if (g.hasDataFile) {
-        refcount = 1n;
+        refcount = 1;
       } else {
         const dataOffset = (eh & 0x00ffffff) * 0x100000000 + ((el & 0xfffffe00) >>> 0);
         let rc = stored.get(Math.floor(dataOffset / cs));
@@ -199,10 +206,15 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
         }
         refcount = rc;
       }
-      if ((refcount === 1n) !== ((eh & 0x80000000) !== 0)) {
+      if (isOne(refcount) !== ((eh & 0x80000000) !== 0)) {
         st.counts.corruptions++;
         st.report(`ERROR OFLAG_COPIED data cluster: l2_entry=${word64(eh, el).toString(16)} refcount=${refcount}`);
       }
     }
   }
+}
+
+/** Whether a stored refcount is 1 (a number or a BigInt). */
+function isOne(r: Refcount): boolean {
+  return r === 1 || r === 1n;
 }

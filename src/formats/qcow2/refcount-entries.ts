@@ -11,7 +11,7 @@
  */
 export function countNonZero(block: Uint8Array, first: number, end: number, order: number, limit: number): number {
   let found = 0;
-  const bits = 2 ** order;
+  const bits = 1 << order; // order 0..6: no wrap; `2 ** order` is a call to pow() per entry
   if (bits < 8) {
     for (let i = first; i < end && found < limit; i++) if (entryNonZero(block, i, order)) found++;
     return found;
@@ -32,7 +32,7 @@ export function countNonZero(block: Uint8Array, first: number, end: number, orde
 
 /** Whether entry `i` of a refcount block (entries `2^order` bits wide) is not zero. */
 export function entryNonZero(block: Uint8Array, i: number, order: number): boolean {
-  const bits = 2 ** order;
+  const bits = 1 << order; // order 0..6: no wrap; `2 ** order` is a call to pow() per entry
   if (bits < 8) {
     const perByte = 8 / bits;
     return (((block[Math.floor(i / perByte)] ?? 0) >> ((i % perByte) * bits)) & ((1 << bits) - 1)) !== 0;

@@ -111,9 +111,28 @@ export class RefcountReader {
   }
 }
 
+/**
+ * {@link readEntry} as a number, for entries of at most 32 bits (`order` ≤ 5), where it is
+ * exact: no BigInt per entry (converting a number to a BigInt costs V8 a runtime call, and a
+ * check of a 1 TiB image reads 16 million entries).
+ */
+export function readEntryNumber(block: Uint8Array, i: number, order: number): number {
+  const bits = 1 << order; // order 0..6: no wrap; `2 ** order` is a call to pow() per entry
+  if (bits < 8) {
+    const perByte = 8 / bits;
+    const byte = block[Math.floor(i / perByte)] ?? 0;
+    return (byte >> ((i % perByte) * bits)) & ((1 << bits) - 1);
+  }
+  const width = bits / 8;
+  const at = i * width;
+  let v = 0;
+  for (let k = 0; k < width; k++) v = v * 256 + (block[at + k] ?? 0);
+  return v;
+}
+
 /** Entry `i` of a refcount block with entries `2^order` bits wide, big-endian for whole bytes. */
 export function readEntry(block: Uint8Array, i: number, order: number): bigint {
-  const bits = 2 ** order;
+  const bits = 1 << order; // order 0..6: no wrap; `2 ** order` is a call to pow() per entry
   if (bits < 8) {
     const perByte = 8 / bits;
     const byte = block[Math.floor(i / perByte)] ?? 0;

@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { rngInt } from '../../helpers/prng.js';
 import { CorruptImageError } from '../../../src/errors.js';
-import { RefcountReader, readEntry } from '../../../src/formats/qcow2/refcount.js';
+import { RefcountReader, readEntry, readEntryNumber } from '../../../src/formats/qcow2/refcount.js';
 import { countNonZero } from '../../../src/formats/qcow2/refcount-entries.js';
 import { MemoryFile } from '../../helpers/memory-file.js';
 import { be64, cat } from '../../helpers/qcow2-builder.js';
@@ -52,6 +52,22 @@ describe('readEntry', () => {
   it('entries past the end of the block read as 0', () => {
     expect(readEntry(new Uint8Array(2), 100, 4)).toBe(0n);
     expect(readEntry(new Uint8Array(1), 100, 0)).toBe(0n);
+    expect(readEntryNumber(new Uint8Array(2), 100, 4)).toBe(0);
+    expect(readEntryNumber(new Uint8Array(1), 100, 0)).toBe(0);
+  });
+
+  it('readEntryNumber: the same values as numbers, for every order up to 5 (32 bits)', () => {
+    const block = new Uint8Array(512);
+    let x = 12345;
+    for (let i = 0; i < block.length; i++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      block[i] = i % 7 === 0 ? 0xff : x >>> 24;
+    }
+    for (let order = 0; order <= 5; order++) {
+      const entries = (block.length * 8) / 2 ** order;
+      for (let i = 0; i < entries; i++) expect(readEntryNumber(block, i, order), `order ${order} entry ${i}`).toBe(Number(readEntry(block, i, order)));
+    }
+    expect(readEntryNumber(Uint8Array.of(0xff, 0xff, 0xff, 0xff), 0, 5)).toBe(0xffffffff);
   });
 });
 
