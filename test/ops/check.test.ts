@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { fixed2, checkHuman, checkJson } from '../../src/cli/commands/check.js';
 import { altHex, CheckState, readZeroFilled, RefcountArray } from '../../src/formats/qcow2/check-refcounts.js';
+import { compareRefcounts, StoredRefcounts } from '../../src/formats/qcow2/check-compare.js';
 import { openImage } from '../../src/image.js';
 import { checkImage } from '../../src/ops/check.js';
 import { MemoryFile } from '../helpers/memory-file.js';
@@ -44,6 +45,41 @@ describe('CheckState.inc', () => {
     expect(lines).toEqual([
       'ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x100000000000 size 0x200',
     ]);
+  });
+});
+
+describe('compareRefcounts', () => {
+  /**
+   * An 8-cluster file (512-byte clusters): the refcount table at cluster 1 naming the block
+   * at cluster 2, whose entries (2^order bits, big-endian) are `stored`.
+   */
+  async function compare(order: number, stored: readonly bigint[]): Promise<string[]> {
+    const bytes = new Uint8Array(8 * 512);
+    new DataView(bytes.buffer).setBigUint64(512, 1024n);
+    const width = 2 ** order / 8;
+    stored.forEach((v, i) => {
+      for (let k = 0; k < width; k++) bytes[1024 + i * width + k] = Number((v >> BigInt(8 * (width - 1 - k))) & 0xffn);
+    });
+    const file = new MemoryFile(bytes);
+    const lines: string[] = [];
+    const st = new CheckState(file, { clusterBits: 9, clusterSize: 512, refcountOrder: order, extendedL2: false, hasDataFile: false }, (l) => lines.push(l));
+    for (let c = 0; c < 4; c++) st.inc(c * 512, 512);
+    const refs = await StoredRefcounts.load(file, 512, order, 512, 1);
+    const highest = await compareRefcounts(st, refs, { done: false });
+    lines.push(`highest ${highest} corruptions ${st.counts.corruptions} leaks ${st.counts.leaks}`);
+    return lines;
+  }
+
+  it('reports leaks and corruptions alike from 16-bit (numbers) and 64-bit (BigInt) refcounts, 64-bit values exactly', async () => {
+    const common = [
+      'Leaked cluster 2 refcount=2 reference=1',
+      'ERROR cluster 3 refcount=0 reference=1',
+    ];
+    expect(await compare(4, [1n, 1n, 2n, 0n, 0xffffn])).toEqual([...common, 'Leaked cluster 4 refcount=65535 reference=0', 'highest 4 corruptions 1 leaks 2']);
+    expect(await compare(6, [1n, 1n, 2n, 0n, 0x1000000000000001n])).toEqual([
+      ...common, 'Leaked cluster 4 refcount=1152921504606846977 reference=0', 'highest 4 corruptions 1 leaks 2',
+    ]);
+    expect(await compare(6, [1n, 1n, 1n, 1n])).toEqual(['highest 3 corruptions 0 leaks 0']);
   });
 });
 

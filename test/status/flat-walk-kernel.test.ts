@@ -42,8 +42,11 @@ function randomEntries(rand: () => number, clusters: number, v2: boolean, hostil
       } else if (kind === 4 && !v2) {
         out.push(ZERO_FLAG);
       } else if (kind === 5 && compressed && rand() < 0.3) {
-        // Compressed: one sector of payload at a data cluster.
-        out.push(COMPRESSED | BigInt(DATA_FROM + Math.floor(rand() * 32) * CS));
+        // Compressed: one to four sectors of payload at a data cluster, now and then not on
+        // a sector boundary (bit 0 then set: an offset bit in a compressed descriptor). With
+        // 4 KiB clusters the sector count is bits 58 to 61.
+        const at = DATA_FROM + Math.floor(rand() * 32) * CS + (rand() < 0.3 ? 1 + Math.floor(rand() * 511) : 0);
+        out.push(COMPRESSED | (BigInt(Math.floor(rand() * 4)) << 58n) | BigInt(at));
       } else {
         out.push(rand() < 0.1 ? COPIED : 0n);
       }
@@ -86,13 +89,13 @@ function writeLayer(file: string, size: number, entries: readonly bigint[], v2: 
 
 type Outcome = { entries: string[]; error: string | null };
 
-async function walk(top: string, kernel: boolean, capacity: number): Promise<Outcome> {
+async function walk(top: string, kernel: boolean, capacity: number, range: { start?: number; length?: number } = {}): Promise<Outcome> {
   useFlatWalkKernel(kernel);
   const entries: string[] = [];
   let error: string | null = null;
   const img = await openImage(top, { format: 'qcow2' });
   try {
-    await img.walkFlatMap({}, new MapBatch(capacity), (b) => {
+    await img.walkFlatMap(range, new MapBatch(capacity), (b) => {
       for (let i = 0; i < b.count; i++) {
         const a = b.attrs[i] as number;
         entries.push(`${b.start[i]} ${b.length[i]} d${b.depth[i]} ${(a & MAP_PRESENT) !== 0 ? 'P' : ''}${(a & MAP_ZERO) !== 0 ? 'Z' : ''}${(a & MAP_DATA) !== 0 ? 'D' : ''} @${b.offset[i]}`);
@@ -126,8 +129,8 @@ describe('flat walk kernel against the JavaScript walk', () => {
       const v2 = c % 6 === 5;
       const hostile = c % 4 === 3;
       // Compressed clusters (data without a host offset, which the kernel walks itself) in
-      // a third of the chains.
-      const withCompressed = c % 3 === 0;
+      // a third of the chains, and in every version 2 chain.
+      const withCompressed = c % 3 === 0 || v2;
       const topClusters = 256 + Math.floor(rand() * 1024);
       const baseClusters = rand() < 0.3 ? Math.floor(topClusters / 2) : topClusters + Math.floor(rand() * 64);
       const base = path.join(dir, `c${c}-base.qcow2`);
@@ -144,6 +147,10 @@ describe('flat walk kernel against the JavaScript walk', () => {
       }
       const want = await walk(top, false, capacity);
       expect(got, `chain ${c}`).toEqual(want);
+      // A range starting and ending inside clusters (queries from the middle of an entry).
+      const start = Math.floor(rand() * topClusters * CS);
+      const range = { start, length: 1 + Math.floor(rand() * (topClusters * CS - start)) };
+      expect(await walk(top, true, capacity, range), `chain ${c} range ${JSON.stringify(range)}`).toEqual(await walk(top, false, capacity, range));
       if (want.error !== null) failed++;
     }
     // The chains reach both ends: walks that fail, and walks handed over to JavaScript (at
