@@ -27,7 +27,7 @@
  * first bad entry exactly as before.
  */
 import { CorruptImageError, hex } from '../../errors.js';
-import { MetadataRanges, overlapError } from './metadata-ranges.js';
+import { MetadataRanges, overlapError, type MetadataRange } from './metadata-ranges.js';
 import type { L2Runs } from './l2-runs.js';
 import { runsCleanInKernel, type HostCheckContext } from './table-scan.js';
 import {
@@ -208,12 +208,7 @@ export class L2TableChecker {
       const first = start;
       start = end;
       if ((hi & HI_COMPRESSED) !== 0) {
-        if ((hi & HI_COPIED) !== 0) return false;
-        const from = compressedPayloadStart(hi, lo, ctx.clusterBits);
-        if (from >= ctx.fileSize) return false;
-        const to = Math.min(from + compressedPayloadLength(hi, lo, ctx.clusterBits), ctx.fileSize);
-        if (from < ranges.maxEnd && ranges.find(from, to) !== null) return false;
-        if (this.l2TableOverlapping(from, to) >= 0) return false;
+        if ((hi & HI_COPIED) !== 0 || this.compressedFault(hi, lo) !== null) return false;
         continue;
       }
       // No offset: unallocated or zero runs. Offsets of 2^53 or more and unaligned ones
@@ -303,11 +298,10 @@ export class L2TableChecker {
   }
 
   private checkCompressed(l2Offset: number, index: number, hi: number, lo: number): void {
+    const f = this.compressedFault(hi, lo);
+    if (f === null) return;
     const { ctx } = this;
-    // Numbers, not BigInt, and nothing allocated unless the entry fails: this runs for
-    // every compressed entry (W4-zstd: 10,600 per conversion).
-    const start = compressedPayloadStart(hi, lo, ctx.clusterBits);
-    if (start >= ctx.fileSize) {
+    if (f === BEYOND_EOF) {
       const exact = compressedPayload(hi, lo, ctx.clusterBits).hostOffsetBig;
       throw new CorruptImageError(
         'QCOW2_COMPRESSED_BEYOND_EOF',
@@ -315,15 +309,28 @@ export class L2TableChecker {
         { file: ctx.file, field: 'compressed descriptor', value: exact, limit: ctx.fileSize, offset: l2Offset + index * 8 },
       );
     }
+    throw overlapError(ctx.file, compressedWhat(index, l2Offset), f.start, f.end, f.hit, f.field);
+  }
+
+  /**
+   * What is wrong with the payload of the compressed descriptor `hi`, `lo` (COPIED aside),
+   * or null: it starts at or past the end of the file, or overlaps metadata or an active L2
+   * table. Numbers, not BigInt, and nothing allocated for a payload that passes: both the
+   * per-run and the per-entry checks run this for every compressed entry (W4-zstd: 10,600
+   * per conversion).
+   */
+  private compressedFault(hi: number, lo: number): CompressedFault | null {
+    const { ctx } = this;
+    const start = compressedPayloadStart(hi, lo, ctx.clusterBits);
+    if (start >= ctx.fileSize) return BEYOND_EOF;
     const end = Math.min(start + compressedPayloadLength(hi, lo, ctx.clusterBits), ctx.fileSize);
     if (start < this.ranges.maxEnd) {
       const hit = this.ranges.find(start, end);
-      if (hit !== null) throw overlapError(ctx.file, compressedWhat(index, l2Offset), start, end, hit, 'compressed descriptor');
+      if (hit !== null) return { start, end, hit, field: 'compressed descriptor' };
     }
     const table = this.l2TableOverlapping(start, end);
-    if (table >= 0) {
-      throw overlapError(ctx.file, compressedWhat(index, l2Offset), start, end, { kind: 'active L2 table', start: table, end: table + ctx.clusterSize }, 'L2 entry');
-    }
+    if (table >= 0) return { start, end, hit: { kind: 'active L2 table', start: table, end: table + ctx.clusterSize }, field: 'L2 entry' };
+    return null;
   }
 
   /** Where the first active L2 table at or after `pos` starts (Infinity when none). */
@@ -370,6 +377,12 @@ export class L2TableChecker {
     );
   }
 }
+
+/** A compressed payload starting at or past the end of the file. */
+const BEYOND_EOF = 'beyond end of file';
+
+/** What {@link L2TableChecker.compressedFault} finds: the payload past the end, or what it overlaps. */
+type CompressedFault = typeof BEYOND_EOF | { readonly start: number; readonly end: number; readonly hit: MetadataRange; readonly field: string };
 
 /** How errors name a compressed payload. */
 function compressedWhat(index: number, l2Offset: number): string {

@@ -132,15 +132,12 @@ export function readEntryNumber(block: Uint8Array, i: number, order: number): nu
 
 /** Entry `i` of a refcount block with entries `2^order` bits wide, big-endian for whole bytes. */
 export function readEntry(block: Uint8Array, i: number, order: number): bigint {
-  const bits = 1 << order; // order 0..6: no wrap; `2 ** order` is a call to pow() per entry
-  if (bits < 8) {
-    const perByte = 8 / bits;
-    const byte = block[Math.floor(i / perByte)] ?? 0;
-    const shift = (i % perByte) * bits;
-    return BigInt((byte >> shift) & ((1 << bits) - 1));
-  }
-  const width = bits / 8;
-  let v = 0n;
-  for (let k = 0; k < width; k++) v = (v << 8n) | BigInt(block[i * width + k] ?? 0);
-  return v;
+  if (order <= 5) return BigInt(readEntryNumber(block, i, order));
+  // 64-bit entries, as two exact 32-bit halves.
+  const at = i * 8;
+  let hi = 0;
+  let lo = 0;
+  for (let k = 0; k < 4; k++) hi = hi * 256 + (block[at + k] ?? 0);
+  for (let k = 4; k < 8; k++) lo = lo * 256 + (block[at + k] ?? 0);
+  return (BigInt(hi) << 32n) | BigInt(lo);
 }
