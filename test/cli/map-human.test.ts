@@ -17,7 +17,7 @@ import { Output } from '../../src/cli/output.js';
 import { useFlatWalkKernel } from '../../src/status/flat-walk-kernel.js';
 import { isVdiskError } from '../../src/errors.js';
 import { makeChain } from '../helpers/random-chain.js';
-import { collectingStream } from '../helpers/ascii-sink.js';
+import { collectingSink } from '../helpers/ascii-sink.js';
 import { rngInt } from '../helpers/prng.js';
 import { hasTool } from '../helpers/qemu.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
@@ -27,15 +27,7 @@ if (!hasQemu) console.warn('map-human.test.ts: SKIPPED: qemu-img and/or qemu-io 
 
 /** An Output over a stream that collects what is written. */
 function outputSink(): { out: Output; text: () => Promise<string> } {
-  const { stream, bytes } = collectingStream();
-  const out = new Output(stream);
-  return {
-    out,
-    text: async () => {
-      await out.flush();
-      return bytes().toString('utf8');
-    },
-  };
+  return collectingSink((s) => new Output(s), 'utf8');
 }
 
 /** What runMap printed, and the error it ended with (null: none). */

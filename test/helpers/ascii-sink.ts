@@ -1,17 +1,29 @@
 /**
- * An `AsciiBuffer` over a stream that collects what is written, for tests of the map
- * printers: `text()` flushes and returns everything as a string; and that stream.
+ * Writers over a stream that collects what is written, for tests of the printers: an
+ * `AsciiBuffer` (`asciiSink`) or any writer that flushes (`collectingSink`), whose `text()`
+ * flushes and returns everything as a string; and that stream.
  */
 import { AsciiBuffer } from '../../src/cli/ascii-buffer.js';
 
 export function asciiSink(): { out: AsciiBuffer; text: () => Promise<string> } {
+  return collectingSink((s) => new AsciiBuffer(s), 'latin1');
+}
+
+/**
+ * A writer made by `make` over a {@link collectingStream}: `text()` flushes it and returns
+ * everything written, decoded as `encoding`.
+ */
+export function collectingSink<T extends { flush(): Promise<void> }>(
+  make: (stream: NodeJS.WritableStream) => T,
+  encoding: BufferEncoding,
+): { out: T; text: () => Promise<string> } {
   const { stream, bytes } = collectingStream();
-  const out = new AsciiBuffer(stream);
+  const out = make(stream);
   return {
     out,
     text: async () => {
       await out.flush();
-      return bytes().toString('latin1');
+      return bytes().toString(encoding);
     },
   };
 }

@@ -14,6 +14,17 @@ import { rng } from '../../helpers/prng.js';
 import { COMPRESSED, COPIED, exactRunsTable, geometry, randomTable } from '../../helpers/l2-tables.js';
 import { useTableScanKernel } from '../../../src/formats/qcow2/table-scan.js';
 
+/** The metadata of the check tests' images (64 KiB clusters): header, refcount and L1 tables, a snapshot table, two refcount blocks. */
+function checkRanges(): MetadataRanges {
+  const cs = 0x10000;
+  return MetadataRanges.build('r.qcow2', [
+    { kind: 'header', start: 0, end: cs },
+    { kind: 'refcount table', start: 0x10000, end: 0x20000 },
+    { kind: 'active L1 table', start: 0x30000, end: 0x30008 },
+    { kind: 'snapshot table', start: 0x2000000, end: 0x2010000 },
+  ], { kind: 'refcount block', starts: Float64Array.from([0x20000, 0x3000000]), length: cs });
+}
+
 function outcome<T>(fn: () => T): T | { threw: string } {
   try {
     return fn();
@@ -126,12 +137,7 @@ describe.each([
   it('accepts and refuses exactly what the entry-by-entry check does', () => {
     const cs = 0x10000;
     const g = geometry(16, false);
-    const ranges = MetadataRanges.build('r.qcow2', [
-      { kind: 'header', start: 0, end: cs },
-      { kind: 'refcount table', start: 0x10000, end: 0x20000 },
-      { kind: 'active L1 table', start: 0x30000, end: 0x30008 },
-      { kind: 'snapshot table', start: 0x2000000, end: 0x2010000 },
-    ], { kind: 'refcount block', starts: Float64Array.from([0x20000, 0x3000000]), length: cs });
+    const ranges = checkRanges();
     const rand = rng(99);
     let refused = 0;
     for (const hasDataFile of [false, true]) {
@@ -159,12 +165,7 @@ describe.each([
 
   it('judges compressed payloads as the entry-by-entry check does: inside the file, and at the edges of the file, metadata and L2 tables', () => {
     const cs = 0x10000;
-    const ranges = MetadataRanges.build('r.qcow2', [
-      { kind: 'header', start: 0, end: cs },
-      { kind: 'refcount table', start: 0x10000, end: 0x20000 },
-      { kind: 'active L1 table', start: 0x30000, end: 0x30008 },
-      { kind: 'snapshot table', start: 0x2000000, end: 0x2010000 },
-    ], { kind: 'refcount block', starts: Float64Array.from([0x20000, 0x3000000]), length: cs });
+    const ranges = checkRanges();
     const l2Tables = Float64Array.from([0x40000, 0x500000]);
     /** Payload starts just before, at and after the edges (the file's end is 0x4000000 or 0x4001234). */
     const edges = [0x20000, 0x30000, 0x30008, 0x40000, 0x50000, 0x500000, 0x510000, 0x2000000, 0x2010000, 0x3000000, 0x3010000, 0x4000000, 0x4001234];
