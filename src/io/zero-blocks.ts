@@ -11,23 +11,29 @@ const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
 /**
  * The spans of `data[from, to)` to write — runs of output-aligned 4 KiB blocks that are not
  * all zero, merged — as `[start, end)` offsets in `data`; `position` is the output offset of
- * `data[0]`. A block cut by `from` or `to` is tested for the part inside.
+ * `data[0]`. A block cut by `from` or `to` is tested for the part inside. A plain loop
+ * into an array, not a generator: it runs hot on the writer threads, and V8's optimising
+ * compiler took 35 ms of a core (during a 0.4 s conversion) to compile it as a generator.
  */
-export function* nonZeroSpans(data: Uint8Array, position: number, from = 0, to = data.length): Generator<[number, number]> {
+export function nonZeroSpans(data: Uint8Array, position: number, from = 0, to = data.length): Array<[number, number]> {
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const spans: Array<[number, number]> = [];
   let runFrom = -1;
   let i = from;
   while (i < to) {
     const blockEnd = Math.min(to, i + SPARSE_BLOCK - ((position + i) % SPARSE_BLOCK));
-    const zero = ZERO_BLOCK.compare(buf, i, blockEnd, 0, blockEnd - i) === 0;
+    // A block whose first or last byte is set is data without a compare: most data blocks
+    // are, and each Buffer.compare is a call into C++ (~150 ns; 170,000 blocks in W4).
+    const zero = buf[i] === 0 && buf[blockEnd - 1] === 0 && ZERO_BLOCK.compare(buf, i, blockEnd, 0, blockEnd - i) === 0;
     if (!zero && runFrom < 0) runFrom = i;
     if (zero && runFrom >= 0) {
-      yield [runFrom, i];
+      spans.push([runFrom, i]);
       runFrom = -1;
     }
     i = blockEnd;
   }
-  if (runFrom >= 0) yield [runFrom, to];
+  if (runFrom >= 0) spans.push([runFrom, to]);
+  return spans;
 }
 
 /**

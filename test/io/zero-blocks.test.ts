@@ -69,6 +69,18 @@ describe('nonZeroSpans', () => {
     expect([...nonZeroSpans(data, 100)]).toEqual([[175 * SPARSE_BLOCK - 100, 176 * SPARSE_BLOCK - 100]]);
   });
 
+  it('tests the whole block, not only its first and last bytes (the quick answer for data)', () => {
+    // Blocks at output offset 0: a set byte at each place of block 1, alone; blocks cut by `from`/`to` too.
+    for (const at of [0, 1, 2047, 4094, 4095]) {
+      const data = new Uint8Array(4 * SPARSE_BLOCK);
+      data[SPARSE_BLOCK + at] = 7;
+      expect(nonZeroSpans(data, 0)).toEqual([[SPARSE_BLOCK, 2 * SPARSE_BLOCK]]);
+      // Cut: [SPARSE_BLOCK + 1, SPARSE_BLOCK + 4000): first and last bytes of the cut part are zero unless `at` is one of them.
+      const cut = nonZeroSpans(data, 0, SPARSE_BLOCK + 1, SPARSE_BLOCK + 4000);
+      expect(cut).toEqual(at >= 1 && at < 4000 ? [[SPARSE_BLOCK + 1, SPARSE_BLOCK + 4000]] : []);
+    }
+  });
+
   it('gives the spans of several pieces, each at its own output position, in the pieces\' form', () => {
     const data = new Uint8Array(64 * 1024);
     data[100] = 1; // piece 1, output block of 0
