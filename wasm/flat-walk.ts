@@ -212,6 +212,14 @@ function lookup(d: i32, at: i64, n: i64): i32 {
     const zeroBit: u32 = type == ZERO_PLAIN ? 1 : 0;
     let p = e + 8;
     while (i < nbClusters) {
+      // All-zero entries (most of a sparse table) skipped a 64-bit word at a time.
+      if (zeroBit == 0) {
+        while (i < nbClusters && load<u64>(p) == 0) {
+          p += 8;
+          i++;
+        }
+        if (i == nbClusters) break;
+      }
       const h = load<u32>(p);
       const l = load<u32>(p, 4);
       if ((h & (HI_COMPRESSED | HI_OFFSET)) != 0 || (l & (LO_OFFSET | 1)) != zeroBit) break;

@@ -84,6 +84,12 @@ export function l2Runs(ptr: usize, n: i32, cs: u32, hasDataFile: bool, ends: usi
       }
     } else {
       while (i < n) {
+        // All-zero entries, most of a sparse table, are unallocated clusters that add no
+        // bits to orHi/orLo: skipped a 64-bit word at a time.
+        if (ct == UNALLOCATED) {
+          while (i < n && load<u64>(ptr + (<usize>i << 3)) == 0) i++;
+          if (i == n) break;
+        }
         const h = load<u32>(ptr + (<usize>i << 3));
         const l = load<u32>(ptr + (<usize>i << 3), 4);
         if (clusterType(h, l, hasDataFile) != ct) break;
