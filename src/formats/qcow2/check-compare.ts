@@ -22,6 +22,9 @@ export class RefblockUnaligned {
   constructor(readonly blockOffset: bigint, readonly tableIndex: number) {}
 }
 
+/** A refcount block as {@link StoredRefcounts.blockAt} finds it. */
+export type RefcountBlock = Uint8Array | null | RefblockUnaligned;
+
 /** The refcounts the image stores. */
 export class StoredRefcounts {
   /** Raw refcount table entries inside the file (entries past the end of the file are 0). */
@@ -37,7 +40,7 @@ export class StoredRefcounts {
   private constructor(
     private readonly file: RandomAccessFile,
     private readonly clusterSize: number,
-    private readonly refcountOrder: number,
+    readonly refcountOrder: number,
     table: BigUint64Array,
     tableSize: number,
   ) {
@@ -67,22 +70,34 @@ export class StoredRefcounts {
    * `qcow2_get_refcount` of cluster `index`; synchronous when the refcount block is cached
    * (the usual case in a walk), so a walk over millions of clusters makes no promise each.
    * A number for refcounts of at most 32 bits (exact, and no BigInt per cluster), a BigInt
-   * for 64-bit ones (`refcount_order` 6).
+   * for 64-bit ones (`refcount_order` 6), except 0 (a number) where there is no block.
    */
   get(index: number): Refcount | RefblockUnaligned | Promise<Refcount | RefblockUnaligned> {
     const ti = Math.floor(index / this.entriesPerBlock);
-    if (ti >= this.tableSize) return 0;
-    if (ti !== this.lastIndex) {
-      const blockOffset = this.entry(ti) & REFT_OFFSET_MASK;
-      if (blockOffset === 0n) return 0;
-      if (blockOffset % BigInt(this.clusterSize) !== 0n) return new RefblockUnaligned(blockOffset, ti);
-      const block = this.blocks.get(blockOffset);
-      if (block === undefined) return this.load(blockOffset).then(() => this.get(index));
-      this.lastIndex = ti;
-      this.lastBlock = block;
-    }
-    const i = index % this.entriesPerBlock;
-    return this.refcountOrder <= 5 ? readEntryNumber(this.lastBlock, i, this.refcountOrder) : readEntry(this.lastBlock, i, this.refcountOrder);
+    const block = this.blockAt(ti);
+    if (block instanceof Promise) return block.then(() => this.get(index));
+    if (block === null) return 0;
+    if (block instanceof RefblockUnaligned) return block;
+    const i = index - ti * this.entriesPerBlock;
+    return this.refcountOrder <= 5 ? readEntryNumber(block, i, this.refcountOrder) : readEntry(block, i, this.refcountOrder);
+  }
+
+  /**
+   * The refcount block of table entry `ti`, for walks that read a block's entries in a row:
+   * its bytes, null when there is none (past the table, or offset 0: every refcount reads
+   * 0), or the lookup's failure; a promise when the block is not cached yet.
+   */
+  blockAt(ti: number): RefcountBlock | Promise<RefcountBlock> {
+    if (ti >= this.tableSize) return null;
+    if (ti === this.lastIndex) return this.lastBlock;
+    const blockOffset = this.entry(ti) & REFT_OFFSET_MASK;
+    if (blockOffset === 0n) return null;
+    if (blockOffset % BigInt(this.clusterSize) !== 0n) return new RefblockUnaligned(blockOffset, ti);
+    const block = this.blocks.get(blockOffset);
+    if (block === undefined) return this.load(blockOffset).then(() => this.blockAt(ti));
+    this.lastIndex = ti;
+    this.lastBlock = block;
+    return block;
   }
 
   private async load(blockOffset: bigint): Promise<void> {
@@ -140,22 +155,43 @@ export function checkRefblocks(st: CheckState, stored: StoredRefcounts): void {
 
 /**
  * `compare_refcounts`: stored against recomputed refcounts for every cluster of the file;
- * returns the highest cluster either side counts (0 when none).
+ * returns the highest cluster either side counts (0 when none). Walks a refcount block at a
+ * time: one lookup per block, not per cluster.
  */
 export async function compareRefcounts(st: CheckState, stored: StoredRefcounts, signaled: { done: boolean }): Promise<number> {
   let highest = 0;
   const n = st.refcounts.size;
-  for (let i = 0; i < n; i++) {
-    let r1 = stored.get(i);
-      if (r1 instanceof Promise) r1 = await r1;
-    if (r1 instanceof RefblockUnaligned) {
-      signalUnaligned(st, r1, signaled);
-      st.report(`Can't get refcount for cluster ${i}: Input/output error`);
-      st.counts.checkErrors++;
-      continue;
+  const perBlock = stored.entriesPerBlock;
+  for (let from = 0; from < n; ) {
+    const ti = Math.floor(from / perBlock);
+    const to = Math.min(n, (ti + 1) * perBlock);
+    let block = stored.blockAt(ti);
+    if (block instanceof Promise) block = await block;
+    if (block instanceof RefblockUnaligned) {
+      for (let i = from; i < to; i++) {
+        signalUnaligned(st, block, signaled);
+        st.report(`Can't get refcount for cluster ${i}: Input/output error`);
+        st.counts.checkErrors++;
+      }
+    } else {
+      highest = compareBlock(st, block, stored.refcountOrder, ti * perBlock, from, to, highest);
     }
-    // Compared as numbers when the stored refcount is one (the recomputed one always is).
-    const r2: Refcount = typeof r1 === 'number' ? st.refcounts.get(i) : BigInt(st.refcounts.get(i));
+    from = to;
+  }
+  return highest;
+}
+
+/**
+ * Compares clusters `[from, to)`, whose stored refcounts are in `block` (entry 0 is cluster
+ * `first`; null: all 0), with the recomputed ones; returns the new highest counted cluster.
+ */
+function compareBlock(st: CheckState, block: Uint8Array | null, order: number, first: number, from: number, to: number, highest: number): number {
+  const counted = st.refcounts;
+  for (let i = from; i < to; i++) {
+    // Numbers up to 32 bits; 64-bit refcounts as BigInts (the recomputed one always fits a number).
+    const r1: Refcount = block === null ? 0 : order <= 5 ? readEntryNumber(block, i - first, order) : readEntry(block, i - first, order);
+    const c = counted.get(i);
+    const r2: Refcount = typeof r1 === 'number' ? c : BigInt(c);
     if (r1 > 0 || r2 > 0) highest = i;
     if (r1 !== r2) {
       st.report(`${r1 < r2 ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${r1} reference=${r2}`);
@@ -178,7 +214,7 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
     const l2Offset = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
     if (l2Offset === 0) continue;
     let r = stored.get(Math.floor(l2Offset / cs));
-      if (r instanceof Promise) r = await r;
+    if (r instanceof Promise) r = await r;
     if (r instanceof RefblockUnaligned) {
       signalUnaligned(st, r, signaled);
     } else if (isOne(r) !== ((hi & 0x80000000) !== 0)) {
@@ -188,30 +224,69 @@ export async function checkOflagCopied(st: CheckState, stored: StoredRefcounts, 
     if (r instanceof RefblockUnaligned) continue;
     const table = await readZeroFilled(st.file, l2Offset, cs);
     const dv = new DataView(table.buffer, table.byteOffset, cs);
-    for (let j = 0; j < entries; j++) {
-      const eh = dv.getUint32(j * entrySize);
-      const el = dv.getUint32(j * entrySize + 4);
-      const t = clusterType(eh, el, g.extendedL2, g.hasDataFile);
-      if (t !== ClusterType.Normal && t !== ClusterType.ZeroAlloc) continue;
-      let refcount: Refcount;
-      if (g.hasDataFile) {
-        refcount = 1;
-      } else {
-        const dataOffset = (eh & 0x00ffffff) * 0x100000000 + ((el & 0xfffffe00) >>> 0);
-        let rc = stored.get(Math.floor(dataOffset / cs));
-      if (rc instanceof Promise) rc = await rc;
-        if (rc instanceof RefblockUnaligned) {
-          signalUnaligned(st, rc, signaled);
-          continue;
-        }
-        refcount = rc;
-      }
-      if (isOne(refcount) !== ((eh & 0x80000000) !== 0)) {
-        st.counts.corruptions++;
-        st.report(`ERROR OFLAG_COPIED data cluster: l2_entry=${word64(eh, el).toString(16)} refcount=${refcount}`);
-      }
+    const wait: { block: Promise<RefcountBlock> | null } = { block: null };
+    for (let j = 0; j < entries; ) {
+      j = oflagEntries(st, stored, dv, j, entries, signaled, wait);
+      if (wait.block !== null) await wait.block;
+      wait.block = null;
     }
   }
+}
+
+/**
+ * The data-cluster part of `check_oflag_copied` for entries `[from, entries)` of the L2
+ * table `dv`, synchronously (a loop with an await in it keeps its variables in the heap):
+ * returns where it stopped for a refcount block that is not cached yet, whose load it puts
+ * in `wait` (the caller awaits it and goes on from there), or `entries`.
+ */
+function oflagEntries(
+  st: CheckState, stored: StoredRefcounts, dv: DataView, from: number, entries: number, signaled: { done: boolean },
+  wait: { block: Promise<RefcountBlock> | null },
+): number {
+  const g = st.geometry;
+  const entrySize = g.extendedL2 ? 16 : 8;
+  const order = stored.refcountOrder;
+  const perBlock = stored.entriesPerBlock;
+  const clusterBits = g.clusterBits;
+  const clustersPerHi = 2 ** (32 - clusterBits);
+  // The block of the last lookup and its clusters [first, first + perBlock): data clusters
+  // mostly follow each other, so most lookups need neither a division nor a call.
+  let block: RefcountBlock = null;
+  let first = -1;
+  for (let j = from; j < entries; j++) {
+    const eh = dv.getUint32(j * entrySize);
+    const el = dv.getUint32(j * entrySize + 4);
+    const t = clusterType(eh, el, g.extendedL2, g.hasDataFile);
+    if (t !== ClusterType.Normal && t !== ClusterType.ZeroAlloc) continue;
+    let refcount: Refcount;
+    if (g.hasDataFile) {
+      refcount = 1;
+    } else {
+      // The data offset's cluster, without a division: cluster sizes are 2^9..2^21.
+      const cluster = (eh & 0x00ffffff) * clustersPerHi + (el >>> clusterBits);
+      if (first < 0 || cluster < first || cluster - first >= perBlock) {
+        const ti = Math.floor(cluster / perBlock);
+        const b = stored.blockAt(ti);
+        if (b instanceof Promise) {
+          wait.block = b;
+          return j;
+        }
+        block = b;
+        first = ti * perBlock;
+      }
+      if (block instanceof RefblockUnaligned) {
+        signalUnaligned(st, block, signaled);
+        continue;
+      }
+      const i = cluster - first;
+      refcount = block === null ? 0 : order <= 5 ? readEntryNumber(block, i, order) : readEntry(block, i, order);
+    }
+    if (isOne(refcount) !== ((eh & 0x80000000) !== 0)) {
+      st.counts.corruptions++;
+      st.report(`ERROR OFLAG_COPIED data cluster: l2_entry=${word64(eh, el).toString(16)} refcount=${refcount}`);
+    }
+  }
+  return entries;
 }
 
 /** Whether a stored refcount is 1 (a number or a BigInt). */

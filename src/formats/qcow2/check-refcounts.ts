@@ -14,7 +14,7 @@
  */
 import { UnsupportedImageError } from '../../errors.js';
 import { clusterType, ClusterType } from './l2-entry.js';
-import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
 import {
   WORD_L1_RESERVED_HI as L1E_RESERVED_HI,
   WORD_L1_RESERVED_LO as L1E_RESERVED_LO,
@@ -58,7 +58,10 @@ export function word64(hi: number, lo: number): bigint {
 
 /**
  * Reads `length` bytes at `position` of `file`; bytes past its end read as zeroes (QEMU's
- * block layer pads reads past EOF). `length` is small (a cluster or a 64 KiB chunk).
+ * block layer pads reads past EOF). `length` is small (a cluster or a 64 KiB chunk). A
+ * synchronous read when the file can: the check waits for each read at once, and a
+ * thread-pool round trip per table (4,096 in a check of a 1 TiB image) kept it idle
+ * for 0.4 s.
  */
 export async function readZeroFilled(file: RandomAccessFile, position: number | bigint, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);
@@ -68,7 +71,7 @@ export async function readZeroFilled(file: RandomAccessFile, position: number | 
   }
   if (position >= file.size) return out;
   const n = Math.min(length, file.size - position);
-  if (n > 0) await file.read(out, position, n);
+  if (n > 0) await readPreferSync(file, out, position, n);
   return out;
 }
 
@@ -143,13 +146,20 @@ export class CheckState {
     const off = Number(offset);
     const first = Math.floor(off / cs);
     const last = Math.floor((off + size - 1) / cs);
-    for (let k = first; k <= last; k++) {
-      if (!this.refcounts.increment(k)) {
-        this.report(`ERROR: overflow cluster offset=0x${(k * cs).toString(16)}`);
-        this.report('Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
-        this.counts.corruptions++;
-      }
-    }
+    for (let k = first; k <= last; k++) if (!this.refcounts.increment(k)) this.overflow(k);
+  }
+
+  /** {@link inc} of the one cluster at `offset`, cluster-aligned (the usual reference, made cheap). */
+  incCluster(offset: number): void {
+    const cs = this.geometry.clusterSize;
+    if (offset >= this.file.size) this.inc(offset, cs);
+    else if (!this.refcounts.increment(offset / cs)) this.overflow(offset / cs);
+  }
+
+  private overflow(k: number): void {
+    this.report(`ERROR: overflow cluster offset=0x${(k * this.geometry.clusterSize).toString(16)}`);
+    this.report('Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
+    this.counts.corruptions++;
   }
 }
 
@@ -248,11 +258,14 @@ async function checkRefcountsL2(st: CheckState, l2Offset: number, fragInfo: bool
       case ClusterType.ZeroAlloc:
       case ClusterType.Normal: {
         const offset = entryOffset(hi, lo);
+        // `offset % cs` without a floating-point remainder (a call per entry): the offset's
+        // bits below the cluster size are in the low word.
+        const aligned = (lo & OFFSET_LO & (cs - 1)) === 0;
         if ((zeroBits & allocBits) !== 0) {
           st.counts.corruptions++;
           st.report(`ERROR offset=${offset.toString(16)}: Allocated cluster has corrupted subcluster allocation bitmap`);
         }
-        if (offset % cs !== 0) {
+        if (!aligned) {
           st.counts.corruptions++;
           const containsData = g.extendedL2 ? allocBits !== 0 : (lo & 1) === 0;
           st.report(containsData
@@ -264,7 +277,10 @@ async function checkRefcountsL2(st: CheckState, l2Offset: number, fragInfo: bool
           if (nextContiguous !== 0 && offset !== nextContiguous) st.counts.fragmentedClusters++;
           nextContiguous = offset + cs;
         }
-        if (!g.hasDataFile) st.inc(offset, cs);
+        if (!g.hasDataFile) {
+          if (aligned) st.incCluster(offset);
+          else st.inc(offset, cs);
+        }
         break;
       }
       case ClusterType.ZeroPlain:
