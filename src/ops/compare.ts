@@ -8,8 +8,15 @@
 import { BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_ZERO } from '../formats/driver.js';
 import type { Image } from '../image.js';
 
-/** Bytes compared per step (qemu-img's IO_BUF_SIZE). */
+/** Bytes compared per step at most (qemu-img's IO_BUF_SIZE). */
 export const IO_BUF_SIZE = 2 * 1024 * 1024;
+/**
+ * Bytes of consecutive data steps read at once. The steps and their block-status queries
+ * are qemu-img's; only the reads of steps where both images hold data are batched: a
+ * compressed cluster is a step of its own (one cluster per status query), and reading each
+ * alone left the worker pool one cluster to decode at a time.
+ */
+const BATCH = 4 * IO_BUF_SIZE;
 const SECTOR = 512;
 
 /** The verdict: identical, or the message qemu-img prints for the first difference. */
@@ -34,38 +41,67 @@ export async function compareImages(a: Image, b: Image, strict: boolean): Promis
   const base = Math.max(size1, size2);
   const warnings: string[] = [];
   if (strict && size1 !== size2) return { identical: false, message: 'Strict mode: Image size mismatch!', warnings };
-  const buf1 = new Uint8Array(IO_BUF_SIZE);
-  const buf2 = new Uint8Array(IO_BUF_SIZE);
+  // Shared memory: compressed clusters are decoded straight into it by the worker pool.
+  const buf1 = new Uint8Array(new SharedArrayBuffer(BATCH));
+  const buf2 = new Uint8Array(new SharedArrayBuffer(BATCH));
+  /** Data steps not compared yet: `[from, from + length)`, in steps of `steps` bytes each. */
+  const pending = { from: 0, length: 0, steps: [] as number[] };
+  /** Compares the pending steps: the offset of the first difference, or null. */
+  const flush = async (): Promise<number | null> => {
+    if (pending.length === 0) return null;
+    const at = await compareSteps(a, b, pending.from, pending.steps, buf1, buf2);
+    pending.length = 0;
+    pending.steps = [];
+    return at;
+  };
+  const mismatch = (at: number): CompareResult => ({ identical: false, message: `Content mismatch at offset ${at}!`, warnings });
   let offset = 0;
   while (offset < total) {
-    const s1 = await step('status', 1, () => a.blockStatusAbove(null, offset, size1 - offset, 'mapping'));
-    const s2 = await step('status', 2, () => b.blockStatusAbove(null, offset, size2 - offset, 'mapping'));
+    let s1: Awaited<ReturnType<Image['blockStatusAbove']>>;
+    let s2: typeof s1;
+    try {
+      s1 = await step('status', 1, () => a.blockStatusAbove(null, offset, size1 - offset, 'mapping'));
+      s2 = await step('status', 2, () => b.blockStatusAbove(null, offset, size2 - offset, 'mapping'));
+    } catch (e) {
+      // qemu-img compared the steps before this one first.
+      const at = await flush();
+      if (at !== null) return mismatch(at);
+      throw e;
+    }
     const alloc1 = (s1.flags & BDRV_BLOCK_ALLOCATED) !== 0;
     const alloc2 = (s2.flags & BDRV_BLOCK_ALLOCATED) !== 0;
     let chunk = Math.min(s1.length, s2.length);
+    const bothZero = (s1.flags & BDRV_BLOCK_ZERO) !== 0 && (s2.flags & BDRV_BLOCK_ZERO) !== 0;
+    if (!(strict && s1.flags !== s2.flags) && !bothZero && alloc1 && alloc2) {
+      chunk = Math.min(chunk, IO_BUF_SIZE);
+      if (pending.length + chunk > BATCH) {
+        const at = await flush();
+        if (at !== null) return mismatch(at);
+      }
+      if (pending.length === 0) pending.from = offset;
+      pending.steps.push(chunk);
+      pending.length += chunk;
+      offset += chunk;
+      continue;
+    }
+    const at = await flush();
+    if (at !== null) return mismatch(at);
     if (strict && s1.flags !== s2.flags) {
       return { identical: false, message: `Strict mode: Offset ${offset} block status mismatch!`, warnings };
     }
-    if ((s1.flags & BDRV_BLOCK_ZERO) !== 0 && (s2.flags & BDRV_BLOCK_ZERO) !== 0) {
-      // both read as zero: nothing to read
-    } else if (alloc1 === alloc2) {
-      if (alloc1) {
-        chunk = Math.min(chunk, IO_BUF_SIZE);
-        await readBoth(a, b, offset, chunk, buf1, buf2);
-        const { differs, same } = compareBuffers(buf1, buf2, chunk);
-        if (differs || same !== chunk) {
-          return { identical: false, message: `Content mismatch at offset ${offset + (differs ? 0 : same)}!`, warnings };
-        }
-      }
+    if (bothZero || (!alloc1 && !alloc2)) {
+      // both read as zero, or neither image allocates it: nothing to read
     } else {
       chunk = Math.min(chunk, IO_BUF_SIZE);
       const nz = alloc1
         ? await checkEmpty(a, 1, offset, chunk, buf1)
         : await checkEmpty(b, 2, offset, chunk, buf1);
-      if (nz !== null) return { identical: false, message: `Content mismatch at offset ${nz}!`, warnings };
+      if (nz !== null) return mismatch(nz);
     }
     offset += chunk;
   }
+  const last = await flush();
+  if (last !== null) return mismatch(last);
   if (size1 !== size2) {
     warnings.push('Warning: Image size mismatch!');
     const [over, which, overSize] = size1 > size2 ? [a, 1 as const, size1] : [b, 2 as const, size2];
@@ -100,6 +136,30 @@ async function readBoth(a: Image, b: Image, offset: number, length: number, buf1
   const [r1, r2] = await Promise.allSettled([a.read(offset, length, buf1), b.read(offset, length, buf2)]);
   if (r1.status === 'rejected') throw new CompareStepError('read', 1, r1.reason);
   if (r2.status === 'rejected') throw new CompareStepError('read', 2, r2.reason);
+}
+
+/**
+ * Compares consecutive steps of both images starting at `from`, `steps` bytes each: the
+ * offset of the first differing sector, or null. All are read at once; if that read fails,
+ * they are read and compared again one by one, as qemu-img does, so that a difference in a
+ * step before the failing one is what is reported.
+ */
+async function compareSteps(a: Image, b: Image, from: number, steps: readonly number[], buf1: Uint8Array, buf2: Uint8Array): Promise<number | null> {
+  const length = steps.reduce((n, s) => n + s, 0);
+  try {
+    await readBoth(a, b, from, length, buf1, buf2);
+  } catch (e) {
+    if (steps.length === 1) throw e;
+    let o = from;
+    for (const s of steps) {
+      const at = await compareSteps(a, b, o, [s], buf1, buf2);
+      if (at !== null) return at;
+      o += s;
+    }
+    throw e; // not reached: the failing step fails again
+  }
+  const { differs, same } = compareBuffers(buf1, buf2, length);
+  return differs || same !== length ? from + (differs ? 0 : same) : null;
 }
 
 /** `check_empty_sectors`: the offset of the first sector with a non-zero byte, or null. */

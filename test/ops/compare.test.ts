@@ -1,7 +1,9 @@
 /**
  * The compare operation's own parts (src/ops/compare.ts), without qemu (guest-data.test.ts
  * holds whole comparisons to `qemu-img compare`): `compareBuffers` against a sector-by-sector
- * reference, and which image a read failure is charged to when both images are read at once.
+ * reference, which image a read failure is charged to when both images are read at once,
+ * and the batching of data steps' reads: one read for many steps, yet the same answer as
+ * qemu-img's step-by-step comparison when a later step's read or status query fails.
  */
 import { describe, expect, it } from 'vitest';
 import { BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA } from '../../src/formats/driver.js';
@@ -68,5 +70,53 @@ describe('compareImages read failures', () => {
       expect(err).toMatchObject({ step: 'read', image: which });
     }
     await expect(compareImages(fake(false), fake(false), false)).resolves.toMatchObject({ identical: true });
+  });
+});
+
+describe('compareImages batches the reads of data steps', () => {
+  const MiB = 1 << 20;
+  const STEP = 65536;
+  /**
+   * An 8 MiB image, all data, in block-status steps of 64 KiB (as compressed clusters are):
+   * sector `k` holds byte `k * 7 mod 256`, except sector `diffAt / 512` (when set). Reads
+   * covering `readFailsAt`, and status queries at `statusFailsAt`, fail.
+   */
+  function image(o: { diffAt?: number; readFailsAt?: number; statusFailsAt?: number }, reads: number[]): Image {
+    return {
+      virtualSize: 8 * MiB,
+      blockStatusAbove: async (_base: unknown, offset: number) => {
+        if (offset === o.statusFailsAt) throw new Error('status failed');
+        return { flags: BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_DATA, length: STEP - (offset % STEP), offset };
+      },
+      read: async (offset: number, length: number, into: Uint8Array) => {
+        reads.push(length);
+        if (o.readFailsAt !== undefined && o.readFailsAt >= offset && o.readFailsAt < offset + length) throw new Error('read failed');
+        for (let i = 0; i < length; i += 512) into.fill((((offset + i) / 512) * 7) & 0xff, i, i + 512);
+        if (o.diffAt !== undefined && o.diffAt >= offset && o.diffAt < offset + length) into[o.diffAt - offset] ^= 1;
+        return into;
+      },
+    } as unknown as Image;
+  }
+
+  it('reads many steps at once, and finds the first differing sector in them', async () => {
+    const r1: number[] = [];
+    const r2: number[] = [];
+    await expect(compareImages(image({}, r1), image({}, r2), false)).resolves.toMatchObject({ identical: true });
+    // 128 steps of 64 KiB, read as far fewer, larger reads.
+    expect(r1.length).toBeLessThanOrEqual(2);
+    expect(r2.length).toBe(r1.length);
+    const r = await compareImages(image({}, []), image({ diffAt: 5 * MiB + 700 }, []), false);
+    expect(r).toMatchObject({ identical: false, message: `Content mismatch at offset ${5 * MiB + 512}!` });
+  });
+
+  it('reports a difference in an earlier step before a later step\'s failed read or status query, as qemu-img', async () => {
+    const diff = { diffAt: 100 * 1024 + 3 };
+    const at = `Content mismatch at offset ${100 * 1024}!`;
+    await expect(compareImages(image({}, []), image({ ...diff, readFailsAt: 3 * MiB }, []), false)).resolves.toMatchObject({ message: at });
+    await expect(compareImages(image({}, []), image({ ...diff, statusFailsAt: 1 * MiB }, []), false)).resolves.toMatchObject({ message: at });
+    // Without a difference before them, the failures are reported, charged to the right image and step.
+    await expect(compareImages(image({}, []), image({ readFailsAt: 3 * MiB }, []), false)).rejects.toMatchObject({ step: 'read', image: 2 });
+    await expect(compareImages(image({ readFailsAt: 3 * MiB }, []), image({ readFailsAt: 3 * MiB }, []), false)).rejects.toMatchObject({ step: 'read', image: 1 });
+    await expect(compareImages(image({}, []), image({ statusFailsAt: 1 * MiB }, []), false)).rejects.toMatchObject({ step: 'status', image: 2 });
   });
 });
