@@ -92,7 +92,7 @@ describe('compareImages batches the reads of data steps', () => {
         reads.push(length);
         if (o.readFailsAt !== undefined && o.readFailsAt >= offset && o.readFailsAt < offset + length) throw new Error('read failed');
         for (let i = 0; i < length; i += 512) into.fill((((offset + i) / 512) * 7) & 0xff, i, i + 512);
-        if (o.diffAt !== undefined && o.diffAt >= offset && o.diffAt < offset + length) into[o.diffAt - offset] ^= 1;
+        if (o.diffAt !== undefined && o.diffAt >= offset && o.diffAt < offset + length) into[o.diffAt - offset] = (into[o.diffAt - offset] ?? 0) ^ 1;
         return into;
       },
     } as unknown as Image;
