@@ -9,10 +9,10 @@
  * outputs, both modes, a range), info, check, compare, and convert into a scratch directory.
  * Their output goes to the build's stdout, which the build discards. Node builds a snapshot
  * without the `WebAssembly`, `SharedArrayBuffer` and `Atomics` globals (a run has them): the
- * kernels are then unavailable (the warm-up runs their JavaScript counterparts), and convert,
- * whose chunks live in shared memory, runs on this thread alone (no worker threads: none
- * may run when the heap is saved) with a plain `ArrayBuffer` lent as `SharedArrayBuffer` for
- * the command, taken back after it. Hole probing is off (its FFI binding cannot be saved).
+ * kernels are then unavailable (the warm-up runs their JavaScript counterparts), and compare
+ * and convert, whose buffers live in shared memory, run on this thread alone (no worker
+ * threads: none may run when the heap is saved) with a plain `ArrayBuffer` lent as
+ * `SharedArrayBuffer` for the commands, taken back after them. Hole probing is off (its FFI binding cannot be saved).
  * State a snapshot cannot hold, or should not carry into a run, is dropped when it is saved
  * (io/snapshot-state.ts). A command that fails fails the warm-up, and with it the snapshot.
  */
@@ -53,7 +53,6 @@ export async function warmUp(chain: string): Promise<void> {
       ['info', '--output=json', '--backing-chain', chain],
       ['check', chain],
       ['check', '--output=json', chain],
-      ['compare', chain, chain],
     ];
     for (const argv of commands) await run(argv);
     const scratch = await mkdtemp(path.join(os.tmpdir(), 'vdisk-warmup-'));
@@ -61,6 +60,7 @@ export async function warmUp(chain: string): Promise<void> {
     const lend = g.SharedArrayBuffer === undefined;
     if (lend) g.SharedArrayBuffer = ArrayBuffer;
     try {
+      await run(['compare', chain, chain]);
       await run(['convert', '-O', 'raw', chain, path.join(scratch, 'out.raw')]);
     } finally {
       if (lend) delete g.SharedArrayBuffer;

@@ -44,7 +44,7 @@ describe('snapshot warm-up', () => {
     }
   });
 
-  it('lends SharedArrayBuffer for convert where the global is missing, and takes it back', async () => {
+  it('lends SharedArrayBuffer for compare and convert where the global is missing, and takes it back', async () => {
     const g = globalThis as { SharedArrayBuffer?: unknown };
     const saved = g.SharedArrayBuffer;
     delete g.SharedArrayBuffer;
