@@ -337,6 +337,7 @@ const damage: Record<string, (f: string) => void> = {
   'l2-copied-cleared': (f) => write64(f, l2EntryOffset(f, 0, 0), 0x0000000000050000n),
   'l2-overlap': (f) => write64(f, l2EntryOffset(f, 0, 5), 0x8000000000050000n),
   'l2-reserved-bits': (f) => write64(f, l2EntryOffset(f, 0, 0), 0x8000000000050002n),
+  'l2-reserved-bits-high': (f) => write64(f, l2EntryOffset(f, 0, 0), 0x8100000000050000n),
   'l1-reserved-bits': (f) => write64(f, l1EntryOffset(f, 0), read64(f, l1EntryOffset(f, 0)) | (1n << 56n)),
   'l1-past-eof': (f) => write64(f, l1EntryOffset(f, 0), 0x8000000100000000n),
   'refblock-missing': (f) => write64(f, qcow2Header(f).reftableOffset, 0n),
