@@ -7,7 +7,7 @@
  * zeroes), blocks through a small cache, bytes past the end of the file as zeroes; an
  * unaligned block offset makes that lookup fail (QEMU signals corruption and returns EIO).
  */
-import { readEntry, readEntryNumber } from './refcount.js';
+import { readRefcount } from './refcount.js';
 import type { RandomAccessFile } from '../../io/random-access-file.js';
 import { altHex, readZeroFilled, word64, type CheckState } from './check-refcounts.js';
 import { clusterType, ClusterType } from './l2-entry.js';
@@ -78,8 +78,7 @@ export class StoredRefcounts {
     if (block instanceof Promise) return block.then(() => this.get(index));
     if (block === null) return 0;
     if (block instanceof RefblockUnaligned) return block;
-    const i = index - ti * this.entriesPerBlock;
-    return this.refcountOrder <= 5 ? readEntryNumber(block, i, this.refcountOrder) : readEntry(block, i, this.refcountOrder);
+    return readRefcount(block, index - ti * this.entriesPerBlock, this.refcountOrder);
   }
 
   /**
@@ -189,7 +188,7 @@ function compareBlock(st: CheckState, block: Uint8Array | null, order: number, f
   const counted = st.refcounts;
   for (let i = from; i < to; i++) {
     // Numbers up to 32 bits; 64-bit refcounts as BigInts (the recomputed one always fits a number).
-    const r1: Refcount = block === null ? 0 : order <= 5 ? readEntryNumber(block, i - first, order) : readEntry(block, i - first, order);
+    const r1: Refcount = block === null ? 0 : readRefcount(block, i - first, order);
     const c = counted.get(i);
     const r2: Refcount = typeof r1 === 'number' ? c : BigInt(c);
     if (r1 > 0 || r2 > 0) highest = i;
@@ -278,8 +277,7 @@ function oflagEntries(
         signalUnaligned(st, block, signaled);
         continue;
       }
-      const i = cluster - first;
-      refcount = block === null ? 0 : order <= 5 ? readEntryNumber(block, i, order) : readEntry(block, i, order);
+      refcount = block === null ? 0 : readRefcount(block, cluster - first, order);
     }
     if (isOne(refcount) !== ((eh & 0x80000000) !== 0)) {
       st.counts.corruptions++;

@@ -130,6 +130,14 @@ export function readEntryNumber(block: Uint8Array, i: number, order: number): nu
   return v;
 }
 
+/**
+ * Entry `i` of a refcount block as the check compares it: a number for entries of at most
+ * 32 bits ({@link readEntryNumber}), a BigInt for 64-bit ones ({@link readEntry}).
+ */
+export function readRefcount(block: Uint8Array, i: number, order: number): number | bigint {
+  return order <= 5 ? readEntryNumber(block, i, order) : readEntry(block, i, order);
+}
+
 /** Entry `i` of a refcount block with entries `2^order` bits wide, big-endian for whole bytes. */
 export function readEntry(block: Uint8Array, i: number, order: number): bigint {
   if (order <= 5) return BigInt(readEntryNumber(block, i, order));
