@@ -71,8 +71,9 @@ export async function compareImages(a: Image, b: Image, strict: boolean): Promis
     const alloc1 = (s1.flags & BDRV_BLOCK_ALLOCATED) !== 0;
     const alloc2 = (s2.flags & BDRV_BLOCK_ALLOCATED) !== 0;
     let chunk = Math.min(s1.length, s2.length);
+    const statusMismatch = strict && s1.flags !== s2.flags;
     const bothZero = (s1.flags & BDRV_BLOCK_ZERO) !== 0 && (s2.flags & BDRV_BLOCK_ZERO) !== 0;
-    if (!(strict && s1.flags !== s2.flags) && !bothZero && alloc1 && alloc2) {
+    if (!statusMismatch && !bothZero && alloc1 && alloc2) {
       chunk = Math.min(chunk, IO_BUF_SIZE);
       if (pending.length + chunk > BATCH) {
         const at = await flush();
@@ -86,7 +87,7 @@ export async function compareImages(a: Image, b: Image, strict: boolean): Promis
     }
     const at = await flush();
     if (at !== null) return mismatch(at);
-    if (strict && s1.flags !== s2.flags) {
+    if (statusMismatch) {
       return { identical: false, message: `Strict mode: Offset ${offset} block status mismatch!`, warnings };
     }
     if (bothZero || (!alloc1 && !alloc2)) {
