@@ -8,16 +8,32 @@
 //   (`import.meta.url` read from `globalThis.vdiskModuleUrl`, which the entry sets at start);
 // - dist/cli/vdisk.blob: the V8 heap after loading it and running its commands once on
 //   images/chain-top.qcow2 (`node --build-snapshot`; the functions that ran are saved
-//   compiled), and
+//   compiled; built with SNAPSHOT_FLAGS, and without the code cache of the built-ins vdisk
+//   never loads), and
 //   dist/cli/vdisk.blob.node: the path and inode of the node that built it (a snapshot only
-//   loads in the same Node build; the launcher uses it only with that file, else bin.js).
+//   loads in the same Node build; the launcher uses it only with that file, else bin.js),
+//   then the V8 flags it was built with (the launcher passes them).
 // When the snapshot cannot be built, the build goes on without it (the launcher then runs
 // bin.js) and says so.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
+import { findCodeCache, namedBuiltins, probeScript, trimCodeCache } from './snapshot-code-cache.mjs';
+
+/**
+ * V8 flags of the snapshot's build, which every start from it must repeat (V8 refuses a
+ * snapshot built with other flags); the stamp's third line, which the launcher passes.
+ * --no-rehash-snapshot: keep the string hash seed the build drew (at random) instead of
+ * deriving new hash secrets at every start — a prime search of 4-7 ms per start in Node
+ * 20.20 (`HashSeed::InitializeRoots`). The seed stays private to this installation: the
+ * launcher uses the snapshot only with the node file that built it.
+ */
+const SNAPSHOT_FLAGS = ['--no-rehash-snapshot'];
+/** Packages the CLI may `require` at run time (their resolution loads built-ins). */
+const OPTIONAL_PACKAGES = ['koffi', 'zstd-napi/binding', '@bokuweb/zstd-wasm'];
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli');
@@ -65,7 +81,7 @@ writeFileSync(bundle, readFileSync(bundle, 'utf8').replace(/[^\x00-\x7f]/gu, '?'
 const warmUpImage = path.join(root, 'images', 'chain-top.qcow2');
 const warm = existsSync(warmUpImage);
 if (!warm) console.warn(`build-cli: ${warmUpImage} is missing: the start-up snapshot is built without a warm-up (commands start slower).`);
-const built = spawnSync(process.execPath, ['--snapshot-blob', blob, '--build-snapshot', path.join(cli, 'vdisk.cjs')], {
+const built = spawnSync(process.execPath, [...SNAPSHOT_FLAGS, '--snapshot-blob', blob, '--build-snapshot', path.join(cli, 'vdisk.cjs')], {
   cwd: cli, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'],
   env: { ...process.env, VDISK_SNAPSHOT_WARMUP: warm ? warmUpImage : '' },
 });
@@ -73,6 +89,44 @@ if (built.status !== 0) {
   rmSync(blob, { force: true });
   console.warn(`build-cli: no start-up snapshot (node --build-snapshot failed, status ${built.status}); vdisk starts without it.\n${built.stderr}`);
 } else {
+  trimBuiltinsCodeCache();
   const node = realpathSync(process.execPath);
-  writeFileSync(stamp, `${node}\n${statSync(node).ino}\n`);
+  writeFileSync(stamp, `${node}\n${statSync(node).ino}\n${SNAPSHOT_FLAGS.join(' ')}\n`);
+}
+
+/**
+ * Drops from the blob the code cache of the built-ins vdisk never loads (see
+ * snapshot-code-cache.mjs): those that neither the main thread nor a worker thread loads
+ * with every built-in the two bundles name, and the optional packages resolved, other
+ * than the scripts that start a worker (internal/bootstrap, per_context, main/worker_thread). The
+ * trimmed blob is kept only if a command run from it prints what the whole one prints.
+ */
+function trimBuiltinsCodeCache() {
+  const sources = [readFileSync(bundle, 'utf8'), readFileSync(path.join(cli, 'format-worker.cjs'), 'utf8')];
+  const names = namedBuiltins(sources, builtinModules);
+  const probe = spawnSync(process.execPath, ['-e', probeScript(names, OPTIONAL_PACKAGES, cli)], { cwd: cli, encoding: 'utf8' });
+  const loaded = probe.stdout.split('\n').filter((l) => l !== '');
+  if (probe.status !== 0 || !loaded.includes('worker_threads')) {
+    console.warn(`build-cli: the built-ins probe failed (status ${probe.status}); the snapshot keeps all of Node's code cache.\n${probe.stderr}`);
+    return;
+  }
+  const whole = readFileSync(blob);
+  // The scripts that start a worker thread (not in moduleLoadList) are kept too.
+  const threadStart = (findCodeCache(whole)?.entries ?? []).map((e) => e.id).filter((id) => /^internal\/(?:bootstrap|per_context)\/|^internal\/main\/worker_thread$/u.test(id));
+  const trimmed = trimCodeCache(whole, new Set([...loaded, ...threadStart]));
+  if (trimmed === null) {
+    console.warn('build-cli: no code cache found at the end of the snapshot (another Node layout); it is kept whole.');
+    return;
+  }
+  const trial = `${blob}.trimmed`;
+  writeFileSync(trial, trimmed.blob);
+  const check = (file) => spawnSync(process.execPath, [...SNAPSHOT_FLAGS, '--snapshot-blob', file, cli, 'map', '--output=json', warm ? warmUpImage : '/dev/null'], { encoding: 'utf8' });
+  const want = check(blob);
+  const got = check(trial);
+  if (got.status !== want.status || got.stdout !== want.stdout || got.stderr !== want.stderr) {
+    rmSync(trial, { force: true });
+    console.warn(`build-cli: the snapshot without the unused built-ins' code cache ran differently; it is kept whole.\n${got.stderr}`);
+    return;
+  }
+  renameSync(trial, blob);
 }

@@ -5,7 +5,8 @@
 # not changed since — the same file (inode) as at the build, not modified after the
 # snapshot (a package upgrade replaces the file; its date may be older than the snapshot) —
 # and no NODE_OPTIONS are set (V8 options such as --max-old-space-size make a snapshot fail
-# to load); otherwise it runs dist/cli/bin.js, the same CLI loaded the usual way. On the
+# to load; the V8 flags the snapshot was built with, the stamp's third line, are passed);
+# otherwise it runs dist/cli/bin.js, the same CLI loaded the usual way. On the
 # usual way it starts no process but node (each costs milliseconds of a command that
 # takes tens).
 # NODE_EXTRA_CA_CERTS is dropped: vdisk opens no network connection, and Node 20 parses
@@ -43,18 +44,20 @@ set +f
 IFS=$o
 [ -n "$n" ] || { echo 'vdisk: node not found' >&2; exit 127; }
 if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && [ -r "$d/vdisk.blob.node" ] &&
-  { IFS= read -r b && IFS= read -r ino; } < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
+  { IFS= read -r b && IFS= read -r ino && IFS= read -r v8f; } < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
+  # The flags are words without wildcards (split, not globbed).
+  set -f
   # Replacing the node file (a package upgrade renames a new one into place, whose date may
   # be older than the snapshot) changes its directory: while that directory has not changed
   # since the snapshot was built, the file is the one that built it. Otherwise compare
   # inodes (one `ls`).
   if [ ! "${b%/*}" -nt "$d/vdisk.blob" ]; then
-    exec "$n" --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+    exec "$n" $v8f --snapshot-blob "$d/vdisk.blob" "$d" "$@"
   fi
   i=$(ls -iL "$n")
   i=${i#"${i%%[! ]*}"}
   if [ "${i%% *}" = "$ino" ]; then
-    exec "$n" --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+    exec "$n" $v8f --snapshot-blob "$d/vdisk.blob" "$d" "$@"
   fi
 fi
 exec "$n" "$d/bin.js" "$@"

@@ -3,7 +3,8 @@
  * snapshot by scripts/build-cli.mjs): the build made a snapshot for this node; the
  * launcher starts from it — directly and through a symlink, as npm's `.bin` links it — and
  * gives what `node dist/cli/bin.js` gives, output, errors and exit status alike; it runs
- * bin.js instead when NODE_OPTIONS are set, or the snapshot or its stamp is missing, or it was
+ * bin.js instead when NODE_OPTIONS are set, or the snapshot or its stamp is missing (or the
+ * stamp lacks the line of V8 flags the snapshot was built with, which it passes), or it was
  * built by another node (another path, or the same path now another file) or is older than
  * the node it would run with. On the usual way it starts no process but node: node's
  * inode is compared (with ls) only when node's directory changed since the snapshot. Which
@@ -12,10 +13,12 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, REPO_ROOT, run } from '../helpers/cli.js';
+import { CLI, REPO_ROOT, run, snapshotFlags } from '../helpers/cli.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
 
 const DIST = path.dirname(CLI);
+/** The snapshot's V8 flags, as the stamp's third line holds them and the launcher passes them. */
+const FLAGS = snapshotFlags().join(' ');
 const LAUNCHER = path.join(DIST, 'vdisk');
 const SAMPLE = path.join(REPO_ROOT, 'images', 'sample.qcow2');
 let dir = '';
@@ -46,10 +49,16 @@ async function plain(args: readonly string[]): Promise<{ stdout: string; stderr:
 }
 
 describe('vdisk launcher', () => {
-  it('was built with a start-up snapshot for this node', () => {
+  it('was built with a start-up snapshot for this node, with the V8 flags it names', () => {
     expect(existsSync(path.join(DIST, 'vdisk.blob'))).toBe(true);
     const node = realpathSync(process.execPath);
-    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8')).toBe(`${node}\n${statSync(node).ino}\n`);
+    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8')).toBe(`${node}\n${statSync(node).ino}\n--no-rehash-snapshot\n`);
+  });
+
+  it('refuses the snapshot without its V8 flags (so the launcher must pass them)', async () => {
+    const r = await run(process.execPath, ['--snapshot-blob', path.join(DIST, 'vdisk.blob'), DIST, 'info', SAMPLE]);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('different V8 configurations');
   });
 
   it('snapshots a bundle of ASCII text (V8 keeps other source at two bytes per character)', () => {
@@ -66,7 +75,7 @@ describe('vdisk launcher', () => {
       const want = await plain(args);
       for (const launcher of [LAUNCHER, link]) {
         const got = await launch(launcher, args);
-        expect(got.exec).toContain(`--snapshot-blob ${path.join(DIST, 'vdisk.blob')} ${DIST} ${args[0]}`);
+        expect(got.exec).toContain(` ${FLAGS} --snapshot-blob ${path.join(DIST, 'vdisk.blob')} ${DIST} ${args[0]}`);
         expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
       }
     }
@@ -79,7 +88,7 @@ describe('vdisk launcher', () => {
     expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
   });
 
-  it('runs bin.js when the snapshot or its stamp is missing, or it was built by another node or is older than node', async () => {
+  it('runs bin.js when the snapshot or its stamp is missing, the stamp names no flags, or it was built by another node or is older than node', async () => {
     const node = realpathSync(process.execPath);
     const cases: ReadonlyArray<readonly [string, (d: string) => void]> = [
       ['missing', () => undefined],
@@ -88,11 +97,15 @@ describe('vdisk launcher', () => {
       }],
       ['other node', (d) => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
-        writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n${statSync(node).ino}\n`);
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${path.join(dir, 'no-such-node')}\n${statSync(node).ino}\n${FLAGS}\n`);
+      }],
+      ['stamp without flags (an older build)', (d) => {
+        copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino}\n`);
       }],
       ['older than node', (d) => {
         copyFileSync(path.join(DIST, 'vdisk.blob'), path.join(d, 'vdisk.blob'));
-        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino}\n`);
+        writeFileSync(path.join(d, 'vdisk.blob.node'), `${node}\n${statSync(node).ino}\n${FLAGS}\n`);
         utimesSync(path.join(d, 'vdisk.blob'), new Date(0), new Date(0));
       }],
     ];
@@ -118,13 +131,13 @@ describe('vdisk launcher', () => {
     const d = path.join(dir, 'own-node');
     mkdirSync(d);
     for (const f of ['vdisk', 'bin.js', 'vdisk.blob']) copyFileSync(path.join(DIST, f), path.join(d, f));
-    writeFileSync(path.join(d, 'vdisk.blob.node'), `${realpathSync(node)}\n${statSync(node).ino}\n`);
+    writeFileSync(path.join(d, 'vdisk.blob.node'), `${realpathSync(node)}\n${statSync(node).ino}\n${FLAGS}\n`);
     const hourAgo = Date.now() / 1000 - 3600;
     utimesSync(node, hourAgo, hourAgo);
     utimesSync(nodeDir, hourAgo, hourAgo);
     utimesSync(path.join(d, 'vdisk.blob'), hourAgo + 60, hourAgo + 60);
     const env = { ...process.env, PATH: `${nodeDir}:${process.env.PATH ?? ''}` };
-    const blobExec = `+ exec ${node} --snapshot-blob ${path.join(d, 'vdisk.blob')} ${d} map `;
+    const blobExec = `+ exec ${node} ${FLAGS} --snapshot-blob ${path.join(d, 'vdisk.blob')} ${d} map `;
     const want = await plain(['map', SAMPLE]);
 
     // Nothing changed since the snapshot: straight to it, no subshell, no ls.

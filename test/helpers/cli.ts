@@ -3,7 +3,7 @@
  * time bound, captured stdout/stderr and the exit status.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,6 +22,16 @@ export const CLI = process.env['VDISK_CLI'] ?? path.join(REPO_ROOT, 'dist', 'cli
  * tests run the CLI as users do (test/cli/launcher.test.ts fails when the build made none).
  */
 export const CLI_SNAPSHOT = path.join(path.dirname(CLI), 'vdisk.blob');
+
+/**
+ * The V8 flags {@link CLI_SNAPSHOT} was built with (its stamp's third line), which every
+ * start from it repeats, as the launcher does; empty when there is no stamp.
+ */
+export function snapshotFlags(): string[] {
+  const stamp = `${CLI_SNAPSHOT}.node`;
+  if (!existsSync(stamp)) return [];
+  return (readFileSync(stamp, 'utf8').split('\n')[2] ?? '').split(' ').filter((f) => f !== '');
+}
 
 /** Result of a finished process. */
 export interface RunResult {
@@ -71,13 +81,13 @@ export function run(command: string, args: readonly string[], options: RunOption
 
 /**
  * Runs the built CLI in `cwd`: from its start-up snapshot as the `vdisk` launcher does
- * (`node --snapshot-blob dist/cli/vdisk.blob dist/cli ARGS`), or `node dist/cli/bin.js ARGS`
+ * (`node FLAGS --snapshot-blob dist/cli/vdisk.blob dist/cli ARGS`), or `node dist/cli/bin.js ARGS`
  * when there is none.
  */
 export function runVdisk(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   if (!existsSync(CLI)) {
     throw new Error(`${CLI} is missing: build first (npm run build; npm test builds automatically)`);
   }
-  if (existsSync(CLI_SNAPSHOT)) return run(process.execPath, ['--snapshot-blob', CLI_SNAPSHOT, path.dirname(CLI), ...args], options);
+  if (existsSync(CLI_SNAPSHOT)) return run(process.execPath, [...snapshotFlags(), '--snapshot-blob', CLI_SNAPSHOT, path.dirname(CLI), ...args], options);
   return run(process.execPath, [CLI, ...args], options);
 }
