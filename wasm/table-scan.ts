@@ -137,6 +137,7 @@ export function onlyPlainEntries(ptr: usize, n: i32): bool {
  */
 export function countNonZero(ptr: usize, length: i32, first: i32, end: i32, order: i32, limit: i32): i32 {
   let found = 0;
+  if (limit <= 0) return 0;
   const bits = 1 << order;
   if (bits < 8) {
     const perByte = 8 / bits;
@@ -151,7 +152,25 @@ export function countNonZero(ptr: usize, length: i32, first: i32, end: i32, orde
   const width = bits >> 3;
   let stop = end * width;
   if (stop > length) stop = length;
-  for (let at = first * width; at < stop && found < limit; at += width) {
+  let at = first * width;
+  // Eight bytes at a time: the non-zero entries of a word are counted at once (entries below
+  // 64 bits: a lane's high bit is set in ((v & M) + M) | v when the lane is not zero, M being
+  // every bit but the lanes' high bits; no carry leaves a lane).
+  if (width == 8) {
+    for (; at + 8 <= stop; at += 8) {
+      if (load<u64>(ptr + <usize>at) != 0 && ++found >= limit) return limit;
+    }
+  } else {
+    const high: u64 = width == 1 ? 0x8080808080808080 : width == 2 ? 0x8000800080008000 : 0x8000000080000000;
+    const low: u64 = ~high;
+    for (; at + 8 <= stop; at += 8) {
+      const v = load<u64>(ptr + <usize>at);
+      if (v == 0) continue;
+      found += <i32>popcnt((((v & low) + low) | v) & high);
+      if (found >= limit) return limit;
+    }
+  }
+  for (; at < stop && found < limit; at += width) {
     let v: u32 = 0;
     for (let j = 0; j < width && at + j < length; j++) v |= load<u8>(ptr + <usize>(at + j));
     if (v != 0) found++;
