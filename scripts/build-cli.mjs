@@ -8,8 +8,9 @@
 //   (`import.meta.url` read from `globalThis.vdiskModuleUrl`, which the entry sets at start);
 // - dist/cli/vdisk.blob: the V8 heap after loading it and running its commands once on
 //   images/chain-top.qcow2 (`node --build-snapshot`; the functions that ran are saved
-//   compiled; built with SNAPSHOT_FLAGS, and without the code cache of the built-ins vdisk
-//   never loads), and
+//   compiled; built with SNAPSHOT_FLAGS), without Node's code cache of its built-ins, and
+//   dist/cli/vdisk-pool.blob: the same heap with the code cache of the built-ins that worker
+//   threads load (for convert and compare, which start them), and
 //   dist/cli/vdisk.blob.node: the path and inode of the node that built it (a snapshot only
 //   loads in the same Node build; the launcher uses it only with that file, else bin.js),
 //   then the V8 flags it was built with (the launcher passes them).
@@ -38,6 +39,7 @@ const OPTIONAL_PACKAGES = ['koffi', 'zstd-napi/binding', '@bokuweb/zstd-wasm'];
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli');
 const blob = path.join(cli, 'vdisk.blob');
+const poolBlob = path.join(cli, 'vdisk-pool.blob');
 const stamp = `${blob}.node`;
 
 buildSync({
@@ -59,19 +61,21 @@ copyFileSync(path.join(workers, 'format-worker.cjs'), path.join(cli, 'format-wor
 copyFileSync(path.join(root, 'src', 'cli', 'vdisk.sh'), path.join(cli, 'vdisk'));
 chmodSync(path.join(cli, 'vdisk'), 0o755);
 rmSync(blob, { force: true });
+rmSync(poolBlob, { force: true });
 rmSync(stamp, { force: true });
 
 buildSync({
   entryPoints: [path.join(cli, 'snapshot-main.js')],
   bundle: true, platform: 'node', format: 'cjs', packages: 'external', logLevel: 'warning',
   define: { 'import.meta.url': 'globalThis.vdiskModuleUrl' },
-  charset: 'ascii',
+  charset: 'ascii', minifyWhitespace: true, minifySyntax: true, legalComments: 'none',
   outfile: path.join(cli, 'vdisk.cjs'),
 });
-// The snapshot holds the bundle's source text, and one character beyond ASCII makes V8 keep
-// all of it at two bytes per character (616 instead of 308 KB to load at every start: 2-5 ms
-// of a command here). esbuild escapes such characters in code (`charset: 'ascii'`); those
-// left are in the comments it keeps (dashes, arrows), and become '?'.
+// The snapshot holds the bundle's source text, loaded at every start: without comments or
+// indentation (names kept, for profiles and stack traces) it is 222 instead of 324 KB. One
+// character beyond ASCII would make V8 keep all of it at two bytes per character (2-5 ms of
+// a command here): esbuild escapes such characters in code (`charset: 'ascii'`); any left
+// (none while it drops comments) become '?'.
 const bundle = path.join(cli, 'vdisk.cjs');
 writeFileSync(bundle, readFileSync(bundle, 'utf8').replace(/[^\x00-\x7f]/gu, '?'));
 
@@ -89,44 +93,47 @@ if (built.status !== 0) {
   rmSync(blob, { force: true });
   console.warn(`build-cli: no start-up snapshot (node --build-snapshot failed, status ${built.status}); vdisk starts without it.\n${built.stderr}`);
 } else {
-  trimBuiltinsCodeCache();
+  splitCodeCache();
   const node = realpathSync(process.execPath);
   writeFileSync(stamp, `${node}\n${statSync(node).ino}\n${SNAPSHOT_FLAGS.join(' ')}\n`);
 }
 
 /**
- * Drops from the blob the code cache of the built-ins vdisk never loads (see
- * snapshot-code-cache.mjs): those that neither the main thread nor a worker thread loads
- * with every built-in the two bundles name, and the optional packages resolved, other
- * than the scripts that start a worker (internal/bootstrap, per_context, main/worker_thread). The
- * trimmed blob is kept only if a command run from it prints what the whole one prints.
+ * Splits the blob by the built-ins' code cache (see snapshot-code-cache.mjs), which only
+ * the built-ins compiled after the start use: vdisk-pool.blob, for the commands that start
+ * worker threads (convert, compare), keeps the entries of what the main thread and a
+ * worker load with every built-in the two bundles name and the optional packages resolved,
+ * and the scripts that start a worker (internal/bootstrap, per_context, main/worker_thread);
+ * vdisk.blob, for the others, keeps none (the main thread finds nearly everything it runs
+ * in the heap; a start reads and copies each megabyte of cache). A trimmed blob is kept
+ * only if a command run from it prints what the whole one prints; else the whole one is.
  */
-function trimBuiltinsCodeCache() {
+function splitCodeCache() {
+  const whole = readFileSync(blob);
   const sources = [readFileSync(bundle, 'utf8'), readFileSync(path.join(cli, 'format-worker.cjs'), 'utf8')];
   const names = namedBuiltins(sources, builtinModules);
   const probe = spawnSync(process.execPath, ['-e', probeScript(names, OPTIONAL_PACKAGES, cli)], { cwd: cli, encoding: 'utf8' });
   const loaded = probe.stdout.split('\n').filter((l) => l !== '');
+  let poolKeep = null;
   if (probe.status !== 0 || !loaded.includes('worker_threads')) {
-    console.warn(`build-cli: the built-ins probe failed (status ${probe.status}); the snapshot keeps all of Node's code cache.\n${probe.stderr}`);
-    return;
+    console.warn(`build-cli: the built-ins probe failed (status ${probe.status}); ${path.basename(poolBlob)} keeps all of Node's code cache.\n${probe.stderr}`);
+  } else {
+    const threadStart = (findCodeCache(whole)?.entries ?? []).map((e) => e.id).filter((id) => /^internal\/(?:bootstrap|per_context)\/|^internal\/main\/worker_thread$/u.test(id));
+    poolKeep = new Set([...loaded, ...threadStart]);
   }
-  const whole = readFileSync(blob);
-  // The scripts that start a worker thread (not in moduleLoadList) are kept too.
-  const threadStart = (findCodeCache(whole)?.entries ?? []).map((e) => e.id).filter((id) => /^internal\/(?:bootstrap|per_context)\/|^internal\/main\/worker_thread$/u.test(id));
-  const trimmed = trimCodeCache(whole, new Set([...loaded, ...threadStart]));
-  if (trimmed === null) {
-    console.warn('build-cli: no code cache found at the end of the snapshot (another Node layout); it is kept whole.');
-    return;
-  }
-  const trial = `${blob}.trimmed`;
-  writeFileSync(trial, trimmed.blob);
   const check = (file) => spawnSync(process.execPath, [...SNAPSHOT_FLAGS, '--snapshot-blob', file, cli, 'map', '--output=json', warm ? warmUpImage : '/dev/null'], { encoding: 'utf8' });
   const want = check(blob);
-  const got = check(trial);
-  if (got.status !== want.status || got.stdout !== want.stdout || got.stderr !== want.stderr) {
-    rmSync(trial, { force: true });
-    console.warn(`build-cli: the snapshot without the unused built-ins' code cache ran differently; it is kept whole.\n${got.stderr}`);
-    return;
-  }
-  renameSync(trial, blob);
+  const write = (file, keep) => {
+    const trimmed = keep === null ? null : trimCodeCache(whole, keep);
+    if (keep !== null && trimmed === null) console.warn(`build-cli: no code cache found at the end of the snapshot (another Node layout); ${path.basename(file)} keeps it whole.`);
+    writeFileSync(file, trimmed?.blob ?? whole);
+    if (trimmed === null) return;
+    const got = check(file);
+    if (got.status !== want.status || got.stdout !== want.stdout || got.stderr !== want.stderr) {
+      console.warn(`build-cli: ${path.basename(file)} without part of the code cache ran differently; it keeps it whole.\n${got.stderr}`);
+      writeFileSync(file, whole);
+    }
+  };
+  write(poolBlob, poolKeep);
+  write(blob, new Set());
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The `vdisk` command (copied to dist/cli/vdisk by the build). It starts Node from vdisk's
-# start-up snapshot (vdisk.blob, made by scripts/build-cli.mjs: the CLI's modules
-# already loaded) when that snapshot was built by the `node` found here and that node has
+# start-up snapshot (vdisk.blob, or vdisk-pool.blob for convert and compare, made by
+# scripts/build-cli.mjs: the CLI's modules already loaded) when that snapshot was built by the `node` found here and that node has
 # not changed since — the same file (inode) as at the build, not modified after the
 # snapshot (a package upgrade replaces the file; its date may be older than the snapshot) —
 # and no NODE_OPTIONS are set (V8 options such as --max-old-space-size make a snapshot fail
@@ -43,21 +43,27 @@ done
 set +f
 IFS=$o
 [ -n "$n" ] || { echo 'vdisk: node not found' >&2; exit 127; }
-if [ -z "${NODE_OPTIONS-}" ] && [ -r "$d/vdisk.blob" ] && [ -r "$d/vdisk.blob.node" ] &&
-  { IFS= read -r b && IFS= read -r ino && IFS= read -r v8f; } < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$d/vdisk.blob" ]; then
+# The commands that start worker threads use the snapshot that keeps Node's code cache of
+# the built-ins a worker compiles; the others, the one without (smaller, quicker to load).
+case ${1-} in
+  convert | compare) s=$d/vdisk-pool.blob ;;
+  *) s=$d/vdisk.blob ;;
+esac
+if [ -z "${NODE_OPTIONS-}" ] && [ -r "$s" ] && [ -r "$d/vdisk.blob.node" ] &&
+  { IFS= read -r b && IFS= read -r ino && IFS= read -r v8f; } < "$d/vdisk.blob.node" && [ "$n" -ef "$b" ] && [ ! "$n" -nt "$s" ]; then
   # The flags are words without wildcards (split, not globbed).
   set -f
   # Replacing the node file (a package upgrade renames a new one into place, whose date may
   # be older than the snapshot) changes its directory: while that directory has not changed
   # since the snapshot was built, the file is the one that built it. Otherwise compare
   # inodes (one `ls`).
-  if [ ! "${b%/*}" -nt "$d/vdisk.blob" ]; then
-    exec "$n" $v8f --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+  if [ ! "${b%/*}" -nt "$s" ]; then
+    exec "$n" $v8f --snapshot-blob "$s" "$d" "$@"
   fi
   i=$(ls -iL "$n")
   i=${i#"${i%%[! ]*}"}
   if [ "${i%% *}" = "$ino" ]; then
-    exec "$n" $v8f --snapshot-blob "$d/vdisk.blob" "$d" "$@"
+    exec "$n" $v8f --snapshot-blob "$s" "$d" "$@"
   fi
 fi
 exec "$n" "$d/bin.js" "$@"

@@ -68,14 +68,17 @@ describe('vdisk launcher', () => {
     expect(bytes.toString('latin1')).toContain('\\uFFFD');
   });
 
-  it('starts from the snapshot, directly and through a symlink, and gives what bin.js gives', async () => {
+  it('starts from the snapshot, directly and through a symlink, and gives what bin.js gives; convert and compare from the one for worker threads', async () => {
     const link = path.join(dir, 'vdisk-link');
     symlinkSync(LAUNCHER, link);
-    for (const args of [['map', '--output=json', SAMPLE], ['info', SAMPLE], ['map', path.join(dir, 'missing.qcow2')], ['frobnicate']]) {
+    const out = path.join(dir, 'sample.raw');
+    const cases = [['map', '--output=json', SAMPLE], ['info', SAMPLE], ['map', path.join(dir, 'missing.qcow2')], ['frobnicate'], ['compare', SAMPLE, SAMPLE], ['convert', '-O', 'raw', SAMPLE, out]];
+    for (const args of cases) {
       const want = await plain(args);
       for (const launcher of [LAUNCHER, link]) {
         const got = await launch(launcher, args);
-        expect(got.exec).toContain(` ${FLAGS} --snapshot-blob ${path.join(DIST, 'vdisk.blob')} ${DIST} ${args[0]}`);
+        const blob = args[0] === 'convert' || args[0] === 'compare' ? 'vdisk-pool.blob' : 'vdisk.blob';
+        expect(got.exec).toContain(` ${FLAGS} --snapshot-blob ${path.join(DIST, blob)} ${DIST} ${args[0]}`);
         expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
       }
     }

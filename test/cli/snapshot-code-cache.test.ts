@@ -79,8 +79,9 @@ describe('snapshot code cache', () => {
     expect(cc.namedBuiltins([text], builtinModules)).toEqual(['fs', 'v8', 'worker_threads', 'zlib']);
   });
 
-  it('the built snapshot keeps the code cache of what vdisk loads after its start, not of the rest', () => {
-    const found = cc.findCodeCache(readFileSync(CLI_SNAPSHOT));
+  it('the built snapshot for worker threads keeps the code cache of what vdisk loads after its start, not of the rest; the other keeps none', () => {
+    expect(cc.findCodeCache(readFileSync(CLI_SNAPSHOT))).toBeNull();
+    const found = cc.findCodeCache(readFileSync(path.join(path.dirname(CLI_SNAPSHOT), 'vdisk-pool.blob')));
     expect(found).not.toBeNull();
     const ids = new Set(found?.entries.map((e) => e.id));
     // The pool's worker threads, zlib in a worker, the package resolver behind require('koffi').
