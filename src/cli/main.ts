@@ -9,6 +9,7 @@ import { InvalidArgumentError, isVdiskError } from '../errors.js';
 import type { FormatName } from '../formats/driver.js';
 import { openImage, type Image, type OpenOptions } from '../image.js';
 import { compareImages, CompareStepError } from '../ops/compare.js';
+import { prestartFormatWorker } from '../formats/workers/pool.js';
 import { runConvert } from './commands/convert.js';
 import { runInfo } from './commands/info.js';
 import { runMap } from './commands/map.js';
@@ -239,6 +240,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'convert': {
         const outputFormat = str(v, 'output-format');
         if (outputFormat === undefined) throw bad('convert needs -O raw', '-O');
+        // The output writer's (or the pool's first) thread starts while the image opens.
+        if (outputFormat === 'raw') prestartFormatWorker();
         const snapshot = str(v, 'snapshot');
         await withImage(first, { ...openOptions(v, format), ...(snapshot === undefined ? {} : { snapshot }) }, (img) =>
           runConvert(img, files[1] as string, { outputFormat, progress: v['progress'] === true }),

@@ -31,7 +31,46 @@ function workerThreads(): typeof import('node:worker_threads') {
  * the CommonJS bundle the build puts next to this module (scripts/build-cli.mjs).
  */
 export function spawnFormatWorker(): Worker {
+  const w = early;
+  if (w !== null) {
+    early = null;
+    w.removeAllListeners();
+    w.ref();
+    return w;
+  }
+  return newFormatWorker();
+}
+
+function newFormatWorker(): Worker {
   return new (workerThreads().Worker)(new URL('./format-worker.cjs', import.meta.url));
+}
+
+/** A worker started ahead of need ({@link prestartFormatWorker}), not taken yet. */
+let early: Worker | null = null;
+
+/**
+ * Starts one worker thread now, for the next {@link spawnFormatWorker} to take (an output
+ * writer or the pool's first worker): a worker takes tens of milliseconds to start, which
+ * a conversion otherwise waits for after opening its image and planning its first chunk.
+ * Only when workers are allowed; the worker never keeps the process alive while nobody took
+ * it, and one that stops before it is taken is forgotten (the next spawn starts another).
+ * `start` starts the thread (tests pass threads that stop).
+ */
+export function prestartFormatWorker(start: () => Worker = newFormatWorker): void {
+  if (early !== null || !workersAllowed()) return;
+  let w: Worker;
+  try {
+    w = start();
+  } catch {
+    return;
+  }
+  const forget = (): void => {
+    if (early === w) early = null;
+  };
+  w.on('error', forget);
+  w.on('exit', forget);
+  w.unref();
+  early = w;
 }
 
 /** The worker threads. */
