@@ -2,8 +2,12 @@
  * An ASCII output buffer: text and non-negative integers are written as bytes into
  * reusable Buffers that are handed to the stream when full, so printing millions of map
  * entries allocates neither strings nor fresh buffers (a buffer returns to the pool when
- * the stream has written it).
+ * the stream has written it). When the stream is standard output to a file or a device
+ * (Node writes those synchronously), the bytes go to its descriptor with `writeSync` and
+ * the one buffer is reused at once; a failed write there is an `IO_STDOUT` error.
  */
+import { writeSync } from 'node:fs';
+import { stdoutError } from './stdout-errors.js';
 
 const CHUNK = 256 * 1024;
 
@@ -27,8 +31,12 @@ export class AsciiBuffer {
   private readonly pool: Buffer[] = [];
   private readonly encoded = new Map<string, Uint8Array>();
 
+  /** The descriptor written with writeSync, or null: through the stream. */
+  private readonly fd: number | null;
+
   constructor(private readonly stream: NodeJS.WritableStream = process.stdout) {
     this.buf = Buffer.allocUnsafeSlow(CHUNK);
+    this.fd = syncDescriptor(stream);
   }
 
   /** Appends `text` (ASCII; short constant strings are encoded once and cached). */
@@ -46,7 +54,8 @@ export class AsciiBuffer {
     const n = bytes.length;
     if (this.pos + n > this.buf.length) this.spill();
     if (n > this.buf.length) {
-      this.stream.write(Buffer.from(bytes));
+      if (this.fd !== null) writeAll(this.fd, bytes);
+      else this.stream.write(Buffer.from(bytes));
       return;
     }
     const b = this.buf;
@@ -159,6 +168,10 @@ export class AsciiBuffer {
    */
   async flush(): Promise<void> {
     if (this.pos === 0) return;
+    if (this.fd !== null) {
+      this.handOff();
+      return;
+    }
     if (!this.handOff()) await new Promise<void>((resolve) => this.stream.once('drain', resolve));
     if (this.pool.length === 0) await new Promise<void>((resolve) => setImmediate(resolve));
   }
@@ -169,6 +182,12 @@ export class AsciiBuffer {
   }
 
   private handOff(): boolean {
+    if (this.fd !== null) {
+      const n = this.pos;
+      this.pos = 0;
+      writeAll(this.fd, this.buf.subarray(0, n));
+      return true;
+    }
     const full = this.buf;
     const chunk = full.subarray(0, this.pos);
     this.buf = this.pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
@@ -178,3 +197,22 @@ export class AsciiBuffer {
     });
   }
 }
+
+/**
+ * The descriptor of `stream` when it is Node's synchronous file stream (standard output to a
+ * file or a device such as /dev/null: each write is a writeSync already), else null.
+ */
+function syncDescriptor(stream: NodeJS.WritableStream): number | null {
+  const fd = (stream as { fd?: unknown }).fd;
+  return stream.constructor.name === 'SyncWriteStream' && typeof fd === 'number' ? fd : null;
+}
+
+/** Writes all of `bytes` to `fd`; a failure is `IO_STDOUT`. */
+function writeAll(fd: number, bytes: Uint8Array): void {
+  try {
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
+  } catch (e) {
+    throw stdoutError(e);
+  }
+}
+

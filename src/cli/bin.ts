@@ -9,5 +9,7 @@
  * `node dist/cli/bin.js`.
  */
 import { main } from './main.js';
+import { watchStdoutErrors } from './stdout-errors.js';
 
+watchStdoutErrors();
 process.exitCode = await main(process.argv.slice(2));

@@ -20,6 +20,7 @@ import { startupSnapshot } from 'node:v8';
 import { main } from './main.js';
 import { seedFeedback } from './format/map-json-batch.js';
 import { warmUp } from './snapshot-warmup.js';
+import { watchStdoutErrors } from './stdout-errors.js';
 
 /** Where `import.meta.url` points in this bundle. */
 function setModuleUrl(dir: string): void {
@@ -54,6 +55,7 @@ startupSnapshot.setDeserializeMainFunction(() => {
   // The snapshot does not keep type feedback.
   seedFeedback();
   setModuleUrl(process.argv[1] ?? '.');
+  watchStdoutErrors();
   void main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });
