@@ -30,31 +30,51 @@ const disabled = new Set<string>();
 // A snapshot cannot hold compiled modules: a run compiles its own.
 dropBeforeSnapshot(() => modules.clear());
 
+/**
+ * Each kernel's bytes, once read. Not dropped before a snapshot: the snapshot's warm-up
+ * reads them (it cannot compile them), so a run from the snapshot opens no file for them.
+ */
+const bytesByName = new Map<string, Uint8Array | null>();
+
+/** The bytes of kernel `name`: read once, null when missing. */
+function kernelBytes(name: string): Uint8Array | null {
+  let bytes = bytesByName.get(name);
+  if (bytes !== undefined) return bytes;
+  bytes = null;
+  // Next to the compiled code (dist/io, and the bundles in dist/cli: dist/wasm), or,
+  // running from the sources (tests), in the build's output.
+  for (const where of [`../wasm/${name}.wasm`, `../../dist/wasm/${name}.wasm`]) {
+    try {
+      bytes = readFileSync(new URL(where, import.meta.url));
+      break;
+    } catch {
+      continue;
+    }
+  }
+  bytesByName.set(name, bytes);
+  return bytes;
+}
+
 /** The compiled kernel `name`, or null when it is unavailable or turned off. */
 export function wasmKernel(name: string): WasmModule | null {
   if (disabled.has(name)) return null;
   const api = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
   // Node builds a start-up snapshot without WebAssembly (cli/snapshot-warmup.ts): nothing to
-  // remember about the kernel then.
-  if (api === undefined) return null;
+  // remember about the kernel then but its bytes.
+  if (api === undefined) {
+    kernelBytes(name);
+    return null;
+  }
   let m = modules.get(name);
   if (m === undefined) {
     m = null;
-    // Next to the compiled code (dist/io, and the bundles in dist/cli: dist/wasm), or,
-    // running from the sources (tests), in the build's output.
-    for (const where of [`../wasm/${name}.wasm`, `../../dist/wasm/${name}.wasm`]) {
-      let bytes: Buffer;
-      try {
-        bytes = readFileSync(new URL(where, import.meta.url));
-      } catch {
-        continue;
-      }
+    const bytes = kernelBytes(name);
+    if (bytes !== null) {
       try {
         m = new api.Module(bytes);
       } catch {
         m = null;
       }
-      break;
     }
     modules.set(name, m);
   }
