@@ -87,6 +87,12 @@ export function l2Runs(ptr: usize, n: i32, cs: u32, hasDataFile: bool, ends: usi
         // All-zero entries, most of a sparse table, are unallocated clusters that add no
         // bits to orHi/orLo: skipped a 64-bit word at a time.
         if (ct == UNALLOCATED) {
+          // Four entries a step while all four are zero, then one at a time.
+          while (i + 4 <= n) {
+            const at = ptr + (<usize>i << 3);
+            if ((load<u64>(at) | load<u64>(at, 8) | load<u64>(at, 16) | load<u64>(at, 24)) != 0) break;
+            i += 4;
+          }
           while (i < n && load<u64>(ptr + (<usize>i << 3)) == 0) i++;
           if (i == n) break;
         }
