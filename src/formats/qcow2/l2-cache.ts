@@ -6,7 +6,7 @@
  * once (its run list found and the table checked, see the driver) before it is cached.
  * Concurrent misses on one table share a single read.
  */
-import type { RandomAccessFile } from '../../io/random-access-file.js';
+import { readPreferSync, type RandomAccessFile } from '../../io/random-access-file.js';
 import { runsBytes, type L2Runs } from './l2-runs.js';
 
 /** One decoded L2 table: big-endian words swapped to native order. */
@@ -188,7 +188,9 @@ export class L2Cache {
   }
 
   /**
-   * Reads adjacent tables starting at `run[0]` with one read into a pooled batch buffer,
+   * Reads adjacent tables starting at `run[0]` with one read (synchronous when the file
+   * can: a thread-pool round trip costs more than a page-cache read of the tables, and the
+   * walk waits for them at once) into a pooled batch buffer,
    * then copies each into a table buffer of its own (recycled from evicted tables), so the
    * memory held is the cache's budget, not whole batches kept alive by one cached table.
    * A table that fails its checks fails alone (a {@link TableFailure} in its place): the
@@ -205,7 +207,7 @@ export class L2Cache {
       const bytes = Buffer.from(words.buffer, words.byteOffset, this.tableBytes);
       let runs: L2Runs | null;
       try {
-        await this.file.read(bytes, first, this.tableBytes);
+        await readPreferSync(this.file, bytes, first, this.tableBytes);
         bytes.swap32();
         runs = this.prepare(first, words);
       } catch (e) {
@@ -219,7 +221,7 @@ export class L2Cache {
     const full = this.batches.pop() ?? Buffer.allocUnsafeSlow(this.batchBytes);
     const buf = full.subarray(0, bytes);
     try {
-      await this.file.read(buf, first, bytes);
+      await readPreferSync(this.file, buf, first, bytes);
       buf.swap32();
       const all = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
       const out: Array<L2Table | TableFailure> = [];
