@@ -44,12 +44,12 @@ import { changedRuns, dirtyRuns, listBitmaps, type BitmapInfo, type ChangedRun }
 import type { DirtyRun } from './formats/qcow2/bitmap-table.js';
 import { listSnapshots } from './status/snapshot-list.js';
 import type { SnapshotInfo } from './status/image-info.js';
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { IoError } from './errors.js';
 
 async function statIdentity(path: string): Promise<{ dev: bigint; ino: bigint }> {
   try {
-    const st = await stat(path, { bigint: true });
+    const st = statSync(path, { bigint: true });
     return { dev: st.dev, ino: st.ino };
   } catch (e) {
     throw new IoError('IO_OPEN', `cannot open '${path}': ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { file: path, cause: e });

@@ -1,14 +1,15 @@
 /**
- * `RandomAccessFile` over a Node `fs.promises` FileHandle: exact positioned reads, fstat
- * identity, and SEEK_DATA/SEEK_HOLE probing through the optional lseek binding.
+ * `RandomAccessFile` over a file descriptor: exact positioned reads, fstat identity, and
+ * SEEK_DATA/SEEK_HOLE probing through the optional lseek binding. The file is opened,
+ * stat'ed and closed with synchronous calls: each is one system call on a local file, where
+ * a thread-pool round trip would leave the opening of a chain waiting for nothing.
  *
  * Probe results are remembered per region (the last data region and the last hole region),
  * so asking again anywhere inside a region already probed costs no system call: one probe
  * per host extent, not one per guest extent. Images are opened read-only and assumed not to
  * change while open.
  */
-import { read as fsRead, readSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, read as fsRead, readSync } from 'node:fs';
 import { IoError, ShortReadError, UnsupportedImageError } from '../errors.js';
 import { findAllocation } from './holes.js';
 import { loadLseek, type LseekFn } from './lseek-binding.js';
@@ -37,7 +38,8 @@ export class NodeFile implements RandomAccessFile {
 
   private constructor(
     readonly path: string,
-    private readonly handle: FileHandle,
+    /** The open descriptor (read-only). */
+    private readonly descriptor: number,
     readonly size: number,
     private readonly ident: FileIdentity,
     /** The binding given by the caller; undefined: load the default one when first needed. */
@@ -61,30 +63,30 @@ export class NodeFile implements RandomAccessFile {
     return this.lseek;
   }
 
-  /** The descriptor of the open handle (see `RandomAccessFile.fd`). */
+  /** The open descriptor (see `RandomAccessFile.fd`). */
   get fd(): number {
-    return this.handle.fd;
+    return this.descriptor;
   }
 
   /** Opens `path` read-only. Errors become `IoError` with code `IO_OPEN`. */
   static async open(path: string, options: NodeFileOptions = {}): Promise<NodeFile> {
-    let handle: FileHandle;
+    let fd: number;
     try {
-      handle = await open(path, 'r');
+      fd = openSync(path, 'r');
     } catch (e) {
       throw new IoError('IO_OPEN', `cannot open '${path}': ${errnoText(e)}`, { file: path, cause: e });
     }
     try {
-      const st = await handle.stat({ bigint: true });
+      const st = fstatSync(fd, { bigint: true });
       if (st.size > BigInt(Number.MAX_SAFE_INTEGER)) {
         throw new UnsupportedImageError('IO_FILE_TOO_LARGE', `'${path}' is ${st.size} bytes, larger than vdisk supports (${Number.MAX_SAFE_INTEGER})`, {
           file: path, field: 'file size', value: st.size, limit: Number.MAX_SAFE_INTEGER,
         });
       }
       const ident: FileIdentity = { dev: st.dev, ino: st.ino, allocatedBytes: Number(st.blocks * 512n) };
-      return new NodeFile(path, handle, Number(st.size), ident, options.lseek);
+      return new NodeFile(path, fd, Number(st.size), ident, options.lseek);
     } catch (e) {
-      await handle.close();
+      closeSync(fd);
       if (e instanceof UnsupportedImageError) throw e;
       throw new IoError('IO_STAT', `cannot stat '${path}': ${errnoText(e)}`, { file: path, cause: e });
     }
@@ -95,7 +97,7 @@ export class NodeFile implements RandomAccessFile {
     while (done < length) {
       let n: number;
       try {
-        n = await preadAsync(this.handle.fd, buffer, bufferOffset + done, length - done, position + done);
+        n = await preadAsync(this.descriptor, buffer, bufferOffset + done, length - done, position + done);
       } catch (e) {
         throw this.readFailed(length, position, e);
       }
@@ -108,7 +110,7 @@ export class NodeFile implements RandomAccessFile {
     while (done < length) {
       let n: number;
       try {
-        n = readSync(this.handle.fd, buffer, bufferOffset + done, length - done, position + done);
+        n = readSync(this.descriptor, buffer, bufferOffset + done, length - done, position + done);
       } catch (e) {
         throw this.readFailed(length, position, e);
       }
@@ -144,7 +146,7 @@ export class NodeFile implements RandomAccessFile {
     const h = this.holeRegion;
     if (h !== null && offset >= h.start && offset < h.end) return { kind: 'hole', end: h.end };
     // SEEK_DATA at the start of the last hole returned its end: data starts there.
-    const r = findAllocation(this.probeFn(), this.handle.fd, offset, h !== null && offset === h.end);
+    const r = findAllocation(this.probeFn(), this.descriptor, offset, h !== null && offset === h.end);
     if (r.kind === 'data') this.dataRegion = { start: offset, end: r.end };
     else if (r.kind === 'hole') this.holeRegion = { start: offset, end: r.end };
     return r;
@@ -157,7 +159,7 @@ export class NodeFile implements RandomAccessFile {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.handle.close();
+    closeSync(this.descriptor);
   }
 }
 

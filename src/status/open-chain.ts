@@ -3,9 +3,8 @@
  * (each layer with its recorded format, never guessed unless the caller opts in) and
  * external data files.
  */
-import { stat } from 'node:fs/promises';
+import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { realpath } from 'node:fs/promises';
 import { IoError, PolicyError, UnsupportedImageError } from '../errors.js';
 import type { BlockDriver, FormatName } from '../formats/driver.js';
 import { hasQcow2Magic } from '../formats/qcow2/header.js';
@@ -117,16 +116,16 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
   checkOpenArguments(topPath, options);
   let st;
   try {
-    st = await stat(topPath, { bigint: true });
+    st = statSync(topPath, { bigint: true });
   } catch (e) {
     throw new IoError('IO_OPEN', `cannot open '${topPath}': ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { file: topPath, cause: e });
   }
   if (!st.isFile()) {
     throw new PolicyError('POLICY_NOT_REGULAR_FILE', `'${topPath}' is not a regular file`, { file: topPath });
   }
-  const topReal = await realpath(topPath);
+  const topReal = realpathSync.native(topPath);
   const policy: OpenPolicy = {
-    allowDirs: [path.dirname(topReal), ...(await Promise.all((options.allowDirs ?? []).map((d) => realpathOr(d))))],
+    allowDirs: [path.dirname(topReal), ...(options.allowDirs ?? []).map((d) => realpathOr(d))],
     maxChainDepth: options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH,
     probeBackingFormat: options.probeBackingFormat ?? false,
   };
@@ -196,9 +195,9 @@ export async function openChain(topPath: string, options: ChainOptions = {}): Pr
   }
 }
 
-async function realpathOr(dir: string): Promise<string> {
+function realpathOr(dir: string): string {
   try {
-    return await realpath(dir);
+    return realpathSync.native(dir);
   } catch {
     return path.resolve(dir);
   }

@@ -8,7 +8,7 @@
  * check runs before the file is opened, and the opened file is checked to be the one that
  * was vetted.
  */
-import { realpath, stat } from 'node:fs/promises';
+import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { IoError, PolicyError } from '../errors.js';
 
@@ -86,7 +86,7 @@ export async function vetReference(
   const displayPath = pathCombine(namingImage, name);
   let real: string;
   try {
-    real = await realpath(displayPath);
+    real = realpathSync.native(displayPath);
   } catch (e) {
     throw new IoError('POLICY_FILE_NOT_FOUND', `${kind} '${displayPath}' of '${namingImage}' cannot be resolved: ${errCode(e)}`, {
       ...details,
@@ -100,7 +100,7 @@ export async function vetReference(
       { ...details, limit: policy.allowDirs.join(', ') },
     );
   }
-  const st = await stat(real, { bigint: true });
+  const st = statSync(real, { bigint: true });
   if (!st.isFile()) {
     throw new PolicyError('POLICY_NOT_REGULAR_FILE', `${kind} '${real}' of '${namingImage}' is not a regular file`, details);
   }
