@@ -7,8 +7,7 @@
  *
  * Nothing that depends on the run may happen at load time (no file, environment or
  * process state is read until `main` runs); `import.meta.url` is, in this bundle, the
- * run's `globalThis.vdiskModuleUrl`, set here from DIR before anything asks for it. Type
- * feedback seeded at load (map-json-batch.ts) is not in the snapshot: it is seeded again.
+ * run's `globalThis.vdiskModuleUrl`, set here from DIR before anything asks for it.
  *
  * When the build names a warm-up image (`VDISK_SNAPSHOT_WARMUP`, images/chain-top.qcow2),
  * the CLI's commands run on it before the heap is saved (snapshot-warmup.ts), so that the
@@ -18,7 +17,6 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startupSnapshot } from 'node:v8';
 import { main } from './main.js';
-import { seedFeedback } from './format/map-json-batch.js';
 import { warmUp } from './snapshot-warmup.js';
 import { watchStdoutErrors } from './stdout-errors.js';
 
@@ -52,8 +50,6 @@ if (warmUpImage !== undefined && warmUpImage !== '') {
 }
 
 startupSnapshot.setDeserializeMainFunction(() => {
-  // The snapshot does not keep type feedback.
-  seedFeedback();
   setModuleUrl(process.argv[1] ?? '.');
   watchStdoutErrors();
   void main(process.argv.slice(2)).then((code) => {

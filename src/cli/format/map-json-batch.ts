@@ -8,6 +8,7 @@
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../status/map-batch.js';
 import type { AsciiBuffer } from '../ascii-buffer.js';
 import { KernelMapBatch } from '../../status/flat-walk-kernel.js';
+import { dropBeforeSnapshot } from '../../io/snapshot-state.js';
 
 /** Plain Uint8Arrays (not Buffers), so every copy sees one kind of array. */
 const enc = (t: string): Uint8Array => new Uint8Array(Buffer.from(t, 'latin1'));
@@ -166,6 +167,10 @@ export function writeMapBatchJson(out: AsciiBuffer, batch: MapBatch, first: bool
     }
     return;
   }
+  if (!seeded) {
+    seeded = true;
+    seedFeedback();
+  }
   for (let i = 0; i < count; ) {
     const p = out.reserve(MAX_ENTRY_BYTES);
     const b = out.target;
@@ -179,11 +184,11 @@ export function writeMapBatchJson(out: AsciiBuffer, batch: MapBatch, first: bool
  * Type feedback before the first real batch: a map prints for well under a second, so the
  * optimising compiler must not first speculate on small integers and then throw its code
  * away once offsets pass 2^31 (each recompilation cost ~40 ms of a 2-core machine). Encoding
- * a few entries with large numbers, offsets, deep and shallow depths once at load fixes the
- * feedback as general numbers. A start-up snapshot does not keep feedback: its entry
- * (snapshot-main.ts) calls this again when a run starts from it.
+ * a few entries with large numbers, offsets, deep and shallow depths once, before the first
+ * batch this code encodes, fixes the feedback as general numbers. Batches of the walk's
+ * kernel encode themselves: a map made of those alone never pays for this (0.3 ms).
  */
-export function seedFeedback(): void {
+function seedFeedback(): void {
   // Every digit count from 1 to 16, each flag combination, with and without offsets.
   const batch = new MapBatch(32);
   for (let i = 0; i < 32; i++) {
@@ -199,4 +204,9 @@ export function seedFeedback(): void {
   encodeEntries(scratch, 0, batch, 0, 32, true);
   encodeEntries(scratch, 0, batch, 0, 32, false);
 }
-seedFeedback();
+
+/** Whether this process seeded the feedback: a start-up snapshot keeps none, so it is reset before the heap is saved. */
+let seeded = false;
+dropBeforeSnapshot(() => {
+  seeded = false;
+});
