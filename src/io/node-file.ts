@@ -9,7 +9,7 @@
  * per host extent, not one per guest extent. Images are opened read-only and assumed not to
  * change while open.
  */
-import { closeSync, fstatSync, openSync, read as fsRead, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, read as fsRead, readSync, readvSync } from 'node:fs';
 import { IoError, ShortReadError, UnsupportedImageError } from '../errors.js';
 import { findAllocation } from './holes.js';
 import { loadLseek, type LseekFn } from './lseek-binding.js';
@@ -63,9 +63,9 @@ export class NodeFile implements RandomAccessFile {
     return this.lseek;
   }
 
-  /** The open descriptor (see `RandomAccessFile.fd`). */
+  /** The open descriptor (see `RandomAccessFile.fd`); -1 once closed (the number may be reused). */
   get fd(): number {
-    return this.descriptor;
+    return this.closed ? -1 : this.descriptor;
   }
 
   /** Opens `path` read-only. Errors become `IoError` with code `IO_OPEN`. */
@@ -97,7 +97,7 @@ export class NodeFile implements RandomAccessFile {
     while (done < length) {
       let n: number;
       try {
-        n = await preadAsync(this.descriptor, buffer, bufferOffset + done, length - done, position + done);
+        n = await preadAsync(this.fd, buffer, bufferOffset + done, length - done, position + done);
       } catch (e) {
         throw this.readFailed(length, position, e);
       }
@@ -110,11 +110,33 @@ export class NodeFile implements RandomAccessFile {
     while (done < length) {
       let n: number;
       try {
-        n = readSync(this.descriptor, buffer, bufferOffset + done, length - done, position + done);
+        n = readSync(this.fd, buffer, bufferOffset + done, length - done, position + done);
       } catch (e) {
         throw this.readFailed(length, position, e);
       }
       done = this.advance(n, done, length, position);
+    }
+  }
+
+  readvSync(buffers: readonly Uint8Array[], position: number): void {
+    const length = buffers.reduce((n, b) => n + b.length, 0);
+    let n: number;
+    try {
+      n = readvSync(this.fd, buffers as Uint8Array[], position);
+    } catch (e) {
+      throw this.readFailed(length, position, e);
+    }
+    let done = this.advance(n, 0, length, position);
+    // A short preadv: the rest buffer by buffer (each read exact, or a short-read error).
+    let at = 0;
+    for (const b of buffers) {
+      const end = at + b.length;
+      if (done < end) {
+        const from = Math.max(done, at) - at;
+        this.readSync(b, position + at + from, b.length - from, from);
+        done = end;
+      }
+      at = end;
     }
   }
 
@@ -146,7 +168,7 @@ export class NodeFile implements RandomAccessFile {
     const h = this.holeRegion;
     if (h !== null && offset >= h.start && offset < h.end) return { kind: 'hole', end: h.end };
     // SEEK_DATA at the start of the last hole returned its end: data starts there.
-    const r = findAllocation(this.probeFn(), this.descriptor, offset, h !== null && offset === h.end);
+    const r = findAllocation(this.probeFn(), this.fd, offset, h !== null && offset === h.end);
     if (r.kind === 'data') this.dataRegion = { start: offset, end: r.end };
     else if (r.kind === 'hole') this.holeRegion = { start: offset, end: r.end };
     return r;

@@ -60,6 +60,12 @@ export interface RandomAccessFile {
    */
   readSync?(buffer: Uint8Array, position: number, length?: number, bufferOffset?: number): void;
   /**
+   * Reads `buffers` whole, one after another, from `position` (one `preadv`: adjacent
+   * tables into buffers of their own), synchronously, with the errors of {@link read};
+   * absent for stores that cannot.
+   */
+  readvSync?(buffers: readonly Uint8Array[], position: number): void;
+  /**
    * Probes allocation at `offset` with SEEK_DATA/SEEK_HOLE (QEMU `find_allocation`).
    * Returns `unknown` when holes cannot be probed here; never throws for that reason.
    */

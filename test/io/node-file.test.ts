@@ -218,6 +218,49 @@ describe('NodeFile.readSync', () => {
   });
 });
 
+describe('NodeFile.readvSync', () => {
+  it('fills each buffer in turn from the position with one read, and counts it', async () => {
+    const f = await NodeFile.open(small, { lseek: null });
+    try {
+      const bufs = [new Uint8Array(3), new Uint8Array(5), new Uint8Array(2)];
+      f.readvSync(bufs, 250);
+      expect(bufs.map((b) => [...b])).toEqual([[250, 251, 252], [253, 254, 255, 0, 1], [2, 3]]);
+      expect(f.counters).toEqual({ reads: 1, bytesRead: 10, holeProbes: 0 });
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('fails as read does: a read past the end is a short read; a closed file is IO_READ', async () => {
+    const f = await NodeFile.open(small, { lseek: null });
+    let err: unknown;
+    try {
+      // 1000 bytes: the second buffer runs 24 bytes past the end.
+      f.readvSync([new Uint8Array(16), new Uint8Array(32)], 976);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ShortReadError);
+    expect((err as ShortReadError).code).toBe('IO_SHORT_READ');
+    await f.close();
+    expect(() => f.readvSync([new Uint8Array(4)], 0)).toThrow(IoError);
+    expect(() => f.readvSync([new Uint8Array(4)], 0)).toThrow(/read of 4 bytes at 0 in .* failed/);
+  });
+
+  it('never reads through a descriptor number after close (the number may belong to another file by then)', async () => {
+    const f = await NodeFile.open(small, { lseek: null });
+    await f.close();
+    expect(f.fd).toBe(-1);
+    // Another file opened now may get the same number.
+    const g = await NodeFile.open(small, { lseek: null });
+    try {
+      expect(() => f.readSync(new Uint8Array(4), 0)).toThrow(IoError);
+    } finally {
+      await g.close();
+    }
+  });
+});
+
 describe('NodeFile.probeAllocation with a scripted binding', () => {
   it('passes the real fd and counts every lseek call as a hole probe', async () => {
     const { fn, calls } = scriptedLseek(SPARSE_SIZE, [[DATA_AT, DATA_AT + 4096]]);
