@@ -10,6 +10,7 @@
  */
 import { main } from './main.js';
 import { watchStdoutErrors } from './stdout-errors.js';
+import { finish } from './finish.js';
 
 watchStdoutErrors();
-process.exitCode = await main(process.argv.slice(2));
+finish(await main(process.argv.slice(2)));

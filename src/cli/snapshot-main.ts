@@ -19,6 +19,7 @@ import { startupSnapshot } from 'node:v8';
 import { main } from './main.js';
 import { warmUp } from './snapshot-warmup.js';
 import { watchStdoutErrors } from './stdout-errors.js';
+import { finish } from './finish.js';
 
 /** Where `import.meta.url` points in this bundle. */
 function setModuleUrl(dir: string): void {
@@ -52,7 +53,5 @@ if (warmUpImage !== undefined && warmUpImage !== '') {
 startupSnapshot.setDeserializeMainFunction(() => {
   setModuleUrl(process.argv[1] ?? '.');
   watchStdoutErrors();
-  void main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
+  void main(process.argv.slice(2)).then(finish);
 });
