@@ -225,22 +225,11 @@ export class L2Cache {
       await readPreferSync(this.file, buf, first, bytes);
       buf.swap32();
       const all = new Uint32Array(buf.buffer, buf.byteOffset, bytes / 4);
-      const out: Array<L2Table | TableFailure> = [];
-      for (let k = 0; k < run.length; k++) {
+      return run.map((offset, k) => {
         const words = this.spare.pop() ?? new Uint32Array(per);
         words.set(all.subarray(k * per, (k + 1) * per));
-        let runs: L2Runs | null;
-        try {
-          runs = this.prepare(first + k * this.tableBytes, words);
-        } catch (e) {
-          this.recycle(words);
-          out.push(new TableFailure(e));
-          continue;
-        }
-        this.loads++;
-        out.push(this.insert(first + k * this.tableBytes, { words, runs }));
-      }
-      return out;
+        return this.admit(offset, words);
+      });
     } finally {
       if (this.batches.length === 0) this.batches.push(full);
     }
@@ -261,22 +250,23 @@ export class L2Cache {
       for (const w of tables) this.recycle(w);
       throw e;
     }
-    const out: Array<L2Table | TableFailure> = [];
-    for (let k = 0; k < run.length; k++) {
-      const words = tables[k] as L2Words;
+    return run.map((offset, k) => {
       (views[k] as Buffer).swap32();
-      let runs: L2Runs | null;
-      try {
-        runs = this.prepare(first + k * this.tableBytes, words);
-      } catch (e) {
-        this.recycle(words);
-        out.push(new TableFailure(e));
-        continue;
-      }
-      this.loads++;
-      out.push(this.insert(first + k * this.tableBytes, { words, runs }));
+      return this.admit(offset, tables[k] as L2Words);
+    });
+  }
+
+  /** Table `words` read at `offset` (native words): checked and cached, or its failure in its place. */
+  private admit(offset: number, words: L2Words): L2Table | TableFailure {
+    let runs: L2Runs | null;
+    try {
+      runs = this.prepare(offset, words);
+    } catch (e) {
+      this.recycle(words);
+      return new TableFailure(e);
     }
-    return out;
+    this.loads++;
+    return this.insert(offset, { words, runs });
   }
 
   /** Keeps an unused table for reuse: a few, and never more than about 1 MiB of them. */
