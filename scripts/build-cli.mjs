@@ -17,7 +17,8 @@
 // When the snapshot cannot be built, the build goes on without it (the launcher then runs
 // bin.js) and says so.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -105,15 +106,16 @@ if (built.status !== 0) {
  * worker load with every built-in the two bundles name and the optional packages resolved,
  * and the scripts that start a worker (internal/bootstrap, per_context, main/worker_thread);
  * vdisk.blob, for the others, keeps none (the main thread finds nearly everything it runs
- * in the heap; a start reads and copies each megabyte of cache). A trimmed blob is kept
- * only if a command run from it prints what the whole one prints; else the whole one is.
+ * in the heap; a start reads and copies each megabyte of cache). A trimmed file is kept
+ * only if a map and a conversion of the warm-up image run from it give what they give from
+ * the whole one, both succeeding; else the whole one is.
  */
 function splitCodeCache() {
   const whole = readFileSync(blob);
   const sources = [readFileSync(bundle, 'utf8'), readFileSync(path.join(cli, 'format-worker.cjs'), 'utf8')];
   const names = namedBuiltins(sources, builtinModules);
   const probe = spawnSync(process.execPath, ['-e', probeScript(names, OPTIONAL_PACKAGES, cli)], { cwd: cli, encoding: 'utf8' });
-  const loaded = probe.stdout.split('\n').filter((l) => l !== '');
+  const loaded = (probe.stdout ?? '').split('\n').filter((l) => l !== '');
   let poolKeep = null;
   if (probe.status !== 0 || !loaded.includes('worker_threads')) {
     console.warn(`build-cli: the built-ins probe failed (status ${probe.status}); ${path.basename(poolBlob)} keeps all of Node's code cache.\n${probe.stderr}`);
@@ -121,19 +123,36 @@ function splitCodeCache() {
     const threadStart = (findCodeCache(whole)?.entries ?? []).map((e) => e.id).filter((id) => /^internal\/(?:bootstrap|per_context)\/|^internal\/main\/worker_thread$/u.test(id));
     poolKeep = new Set([...loaded, ...threadStart]);
   }
-  const check = (file) => spawnSync(process.execPath, [...SNAPSHOT_FLAGS, '--snapshot-blob', file, cli, 'map', '--output=json', warm ? warmUpImage : '/dev/null'], { encoding: 'utf8' });
-  const want = check(blob);
-  const write = (file, keep) => {
-    const trimmed = keep === null ? null : trimCodeCache(whole, keep);
-    if (keep !== null && trimmed === null) console.warn(`build-cli: no code cache found at the end of the snapshot (another Node layout); ${path.basename(file)} keeps it whole.`);
-    writeFileSync(file, trimmed?.blob ?? whole);
-    if (trimmed === null) return;
-    const got = check(file);
-    if (got.status !== want.status || got.stdout !== want.stdout || got.stderr !== want.stderr) {
-      console.warn(`build-cli: ${path.basename(file)} without part of the code cache ran differently; it keeps it whole.\n${got.stderr}`);
-      writeFileSync(file, whole);
-    }
+  // What each file serves, run from it: a map, and a conversion (which starts a worker).
+  const scratch = mkdtempSync(path.join(os.tmpdir(), 'vdisk-build-'));
+  const check = (file) => {
+    const run = (args) => spawnSync(process.execPath, [...SNAPSHOT_FLAGS, '--snapshot-blob', file, cli, ...args], { encoding: 'utf8' });
+    const map = run(['map', '--output=json', warmUpImage]);
+    const out = path.join(scratch, 'out.raw');
+    rmSync(out, { force: true });
+    const convert = run(['convert', '-O', 'raw', warmUpImage, out]);
+    return { map, convert, bytes: existsSync(out) ? readFileSync(out) : null };
   };
-  write(poolBlob, poolKeep);
-  write(blob, new Set());
+  const same = (a, b) => a.status === b.status && a.stdout === b.stdout && a.stderr === b.stderr;
+  try {
+    const want = warm ? check(blob) : null;
+    const write = (file, keep) => {
+      const trimmed = keep === null ? null : trimCodeCache(whole, keep);
+      if (keep !== null && trimmed === null) console.warn(`build-cli: no code cache found at the end of the snapshot (another Node layout); ${path.basename(file)} keeps it whole.`);
+      writeFileSync(file, trimmed?.blob ?? whole);
+      // Without the warm-up image there is nothing to compare runs on: the file is kept trimmed.
+      if (trimmed === null || want === null) return;
+      const got = check(file);
+      const ok = want.map.status === 0 && want.convert.status === 0 && same(got.map, want.map) && same(got.convert, want.convert) &&
+        got.bytes !== null && want.bytes !== null && got.bytes.equals(want.bytes);
+      if (!ok) {
+        console.warn(`build-cli: ${path.basename(file)} without part of the code cache ran differently; it keeps it whole.\n${got.map.stderr}${got.convert.stderr}`);
+        writeFileSync(file, whole);
+      }
+    };
+    write(poolBlob, poolKeep);
+    write(blob, new Set());
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
 }

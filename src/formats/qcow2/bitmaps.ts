@@ -262,14 +262,32 @@ export async function checkBitmapTable(file: RandomAccessFile, entry: BitmapDire
  */
 export async function loadBitmaps(file: RandomAccessFile, ext: BitmapsExtension, ctx: BitmapContext): Promise<BitmapDirectoryEntry[]> {
   const entries = await readBitmapDirectory(file, ext, ctx);
-  const names = new Set<string>();
-  for (const e of entries) {
-    const key = Buffer.from(e.nameBytes).toString('latin1').split('\0', 1)[0] ?? '';
-    if (names.has(key)) {
+  const firstRepeat = firstRepeatedName(entries.map((e) => Buffer.from(e.nameBytes).toString('latin1').split('\0', 1)[0] ?? ''));
+  for (const [i, e] of entries.entries()) {
+    if (i === firstRepeat) {
       throw dirError(ctx, `bitmap already exists: '${e.name}' is named twice in the bitmap directory`, 'name', e.name, 'unique names');
     }
-    names.add(key);
     await checkBitmapTable(file, e, ctx);
   }
   return entries;
+}
+
+/**
+ * The index of the first name that an earlier one repeats, or -1. Found by sorting, not
+ * with a hash set: the names come from the image (up to 65,535 of them), and a set keyed
+ * by them would let names crafted to collide under V8's string hash (whose seed a start-up
+ * snapshot keeps) make the check quadratic.
+ */
+function firstRepeatedName(names: readonly string[]): number {
+  const order = names.map((_, i) => i).sort((a, b) => {
+    const x = names[a] as string;
+    const y = names[b] as string;
+    return x < y ? -1 : x > y ? 1 : a - b;
+  });
+  let first = -1;
+  for (let k = 1; k < order.length; k++) {
+    const i = order[k] as number;
+    if (names[i] === names[order[k - 1] as number] && (first < 0 || i < first)) first = i;
+  }
+  return first;
 }

@@ -34,7 +34,7 @@ export function spawnFormatWorker(): Worker {
   const w = early;
   if (w !== null) {
     early = null;
-    w.removeAllListeners();
+    w.off('error', forgetEarly).off('exit', forgetEarly);
     w.ref();
     return w;
   }
@@ -64,13 +64,15 @@ export function prestartFormatWorker(start: () => Worker = newFormatWorker): voi
   } catch {
     return;
   }
-  const forget = (): void => {
-    if (early === w) early = null;
-  };
-  w.on('error', forget);
-  w.on('exit', forget);
+  w.on('error', forgetEarly);
+  w.on('exit', forgetEarly);
   w.unref();
   early = w;
+}
+
+/** Forgets the early worker it is called on (as a listener: `this`) when it failed or stopped before anyone took it. */
+function forgetEarly(this: Worker): void {
+  if (early === this) early = null;
 }
 
 /** The worker threads. */

@@ -226,4 +226,24 @@ describe('bitmap tables (load_bitmap)', () => {
     expect(e).toBeInstanceOf(CorruptImageError);
     expect((e as CorruptImageError).message).toMatch(/already exists/);
   });
+
+  it('loadBitmaps reports the first repeated name in directory order, after the tables of the bitmaps before it', async () => {
+    const load = (specs: Spec[]): Promise<unknown> => {
+      const d = dir(...specs);
+      const bytes = new Uint8Array(0x50000);
+      bytes.set(d, 0x10000);
+      return loadBitmaps(memoryFile(bytes), { nbBitmaps: specs.length, bitmapDirectorySize: d.length, bitmapDirectoryOffset: 0x10000 }, ctx).catch((x: unknown) => x);
+    };
+    // 'b' repeats at index 3, 'a' at index 4: the error names 'b'.
+    let e = await load(['a', 'b', 'c', 'b', 'a'].map((name) => ({ name })));
+    expect((e as CorruptImageError).message).toMatch(/already exists: 'b'/);
+    // A bad table after the first repeat is not reached; one before it is reported instead.
+    e = await load([{ name: 'a' }, { name: 'b' }, { name: 'a' }, { name: 'c', tableOffset: 0x100000n }]);
+    expect((e as CorruptImageError).message).toMatch(/already exists: 'a'/);
+    e = await load([{ name: 'a' }, { name: 'b', tableOffset: 0x100000n }, { name: 'a' }]);
+    expect((e as CorruptImageError).message).toMatch(/runs past the end of the file/);
+    // Names that differ are fine, however many (a sort, not a hash set, finds repeats).
+    e = await load(Array.from({ length: 300 }, (_, i) => ({ name: `bm${i}` })));
+    expect(Array.isArray(e)).toBe(true);
+  });
 });
