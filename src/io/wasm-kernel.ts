@@ -34,9 +34,12 @@ dropBeforeSnapshot(() => modules.clear());
  * Each kernel's bytes, once read. Not dropped before a snapshot: the snapshot's warm-up
  * reads them (it cannot compile them), so a run from the snapshot opens no file for them.
  */
-const bytesByName = new Map<string, Uint8Array | null>();
+const bytesByName = new Map<string, Uint8Array>();
 
-/** The bytes of kernel `name`: read once, null when missing. */
+/**
+ * The bytes of kernel `name`: read once, null when missing (not remembered: a snapshot
+ * built without the file would otherwise deny it to every run).
+ */
 function kernelBytes(name: string): Uint8Array | null {
   let bytes = bytesByName.get(name);
   if (bytes !== undefined) return bytes;
@@ -51,7 +54,7 @@ function kernelBytes(name: string): Uint8Array | null {
       continue;
     }
   }
-  bytesByName.set(name, bytes);
+  if (bytes !== null) bytesByName.set(name, bytes);
   return bytes;
 }
 
