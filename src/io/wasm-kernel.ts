@@ -41,9 +41,9 @@ const bytesByName = new Map<string, Uint8Array>();
  * built without the file would otherwise deny it to every run).
  */
 function kernelBytes(name: string): Uint8Array | null {
-  let bytes = bytesByName.get(name);
-  if (bytes !== undefined) return bytes;
-  bytes = null;
+  const known = bytesByName.get(name);
+  if (known !== undefined) return known;
+  let bytes: Uint8Array | null = null;
   // Next to the compiled code (dist/io, and the bundles in dist/cli: dist/wasm), or,
   // running from the sources (tests), in the build's output.
   for (const where of [`../wasm/${name}.wasm`, `../../dist/wasm/${name}.wasm`]) {
