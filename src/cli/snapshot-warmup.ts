@@ -13,8 +13,9 @@
  * and convert, whose buffers live in shared memory, run on this thread alone (no worker
  * threads: none may run when the heap is saved) with a plain `ArrayBuffer` lent as
  * `SharedArrayBuffer` for the commands, taken back after them. Hole probing is off (its
- * FFI binding cannot be saved). State a snapshot cannot hold, or should not carry into a run, is dropped when it is saved
- * (io/snapshot-state.ts). A command that fails fails the warm-up, and with it the snapshot.
+ * FFI binding cannot be saved). State a snapshot cannot hold, or should not carry into a
+ * run, is dropped when it is saved (io/snapshot-state.ts). A command that fails fails the
+ * warm-up, and with it the snapshot.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';

@@ -1,14 +1,14 @@
 #!/bin/sh
 # The `vdisk` command (copied to dist/cli/vdisk by the build). It starts Node from vdisk's
 # start-up snapshot (vdisk.blob, or vdisk-pool.blob for convert and compare, made by
-# scripts/build-cli.mjs: the CLI's modules already loaded) when that snapshot was built by the `node` found here and that node has
-# not changed since — the same file (inode) as at the build, not modified after the
-# snapshot (a package upgrade replaces the file; its date may be older than the snapshot) —
-# and no NODE_OPTIONS are set (V8 options such as --max-old-space-size make a snapshot fail
-# to load; the V8 flags the snapshot was built with, the stamp's third line, are passed);
-# otherwise it runs dist/cli/bin.js, the same CLI loaded the usual way. On the
-# usual way it starts no process but node (each costs milliseconds of a command that
-# takes tens).
+# scripts/build-cli.mjs: the CLI's modules already loaded) when that snapshot was built by
+# the `node` found here and that node has not changed since — the same file (inode) as at
+# the build, not modified after the snapshot (a package upgrade replaces the file; its
+# date may be older than the snapshot) — and no NODE_OPTIONS are set (V8 options such as
+# --max-old-space-size make a snapshot fail to load; the V8 flags the snapshot was built
+# with, the stamp's third line, are passed); otherwise it runs dist/cli/bin.js, the same
+# CLI loaded the usual way. On the usual way it starts no process but node (each costs
+# milliseconds of a command that takes tens).
 # NODE_EXTRA_CA_CERTS is dropped: vdisk opens no network connection, and Node 20 parses
 # that CA bundle at every start.
 unset NODE_EXTRA_CA_CERTS
