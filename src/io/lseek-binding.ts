@@ -1,11 +1,12 @@
 /**
  * The `lseek(2)` binding used for SEEK_DATA/SEEK_HOLE.
  *
- * Node's `fs` has no lseek. The optional dependency `koffi` calls libc's `lseek` directly.
- * When koffi is missing, cannot load libc, or `VDISK_NO_SEEK_HOLE=1` is set, there is no
- * binding and hole probing falls back to "everything is data" (see `holes.ts`).
+ * Node's `fs` has no lseek. The optional dependency `koffi` calls libc's `lseek` directly
+ * (loaded by ffi.ts). When koffi is missing, cannot load libc, or `VDISK_NO_SEEK_HOLE=1` is
+ * set, there is no binding and hole probing falls back to "everything is data" (see
+ * `holes.ts`).
  */
-import { createRequire } from 'node:module';
+import { loadKoffi, loadLibc } from './ffi.js';
 import { dropBeforeSnapshot } from './snapshot-state.js';
 
 /** Result of one lseek call: the new offset, or the errno it failed with. */
@@ -32,11 +33,10 @@ export function loadLseek(): LseekFn | null {
   if (cached !== undefined) return cached;
   cached = null;
   if (process.env['VDISK_NO_SEEK_HOLE'] === '1' || process.platform !== 'linux') return cached;
+  const koffi = loadKoffi();
+  const libc = loadLibc();
+  if (koffi === null || libc === null) return cached;
   try {
-    const require = createRequire(import.meta.url);
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const koffi = require('koffi') as KoffiModule;
-    const libc = koffi.load('libc.so.6');
     const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)');
     cached = (fd, offset, whence) => {
       const r = lseek(fd, offset, whence);
@@ -48,10 +48,4 @@ export function loadLseek(): LseekFn | null {
     cached = null;
   }
   return cached;
-}
-
-/** The part of koffi's API used here. */
-interface KoffiModule {
-  load(name: string): { func(signature: string): (...args: number[]) => number | bigint };
-  errno(): number;
 }

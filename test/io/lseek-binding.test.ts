@@ -28,7 +28,7 @@ beforeAll(async () => {
   await writeFile(sparse, new Uint8Array(0));
   await truncate(sparse, 1024 * 1024);
   // Transpile src/errors.ts and src/io/*.ts (no other local imports) into dir/src for child processes.
-  const files = ['errors.ts', 'io/holes.ts', 'io/lseek-binding.ts', 'io/node-file.ts', 'io/random-access-file.ts', 'io/snapshot-state.ts'];
+  const files = ['errors.ts', 'io/holes.ts', 'io/ffi.ts', 'io/lseek-binding.ts', 'io/node-file.ts', 'io/random-access-file.ts', 'io/snapshot-state.ts'];
   await mkdir(path.join(dir, 'src', 'io'), { recursive: true });
   await writeFile(path.join(dir, 'package.json'), '{"type":"module"}\n');
   for (const f of files) {
