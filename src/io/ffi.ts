@@ -70,7 +70,12 @@ export function loadLibc(): KoffiLibrary | null {
 
 /** koffi's native module straight from its package, or null when it is not where koffi's loader would find it. */
 function loadNativeDirectly(require: NodeRequire): Koffi | null {
-  const pkgDir = koffiDir(require);
+  let pkgDir: string | null;
+  try {
+    pkgDir = koffiDir(require);
+  } catch {
+    return null; // this module's location is not a file (a bundle loaded from elsewhere)
+  }
   return pkgDir === null ? null : nativeKoffiAt(pkgDir);
 }
 
