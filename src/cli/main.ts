@@ -10,6 +10,7 @@ import type { FormatName } from '../formats/driver.js';
 import { openImage, type Image, type OpenOptions } from '../image.js';
 import { compareImages, CompareStepError } from '../ops/compare.js';
 import { prestartFormatWorker } from '../formats/workers/pool.js';
+import { ioUringUsable } from '../io/io-uring.js';
 import { runConvert } from './commands/convert.js';
 import { runInfo } from './commands/info.js';
 import { runMap } from './commands/map.js';
@@ -240,8 +241,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'convert': {
         const outputFormat = str(v, 'output-format');
         if (outputFormat === undefined) throw bad('convert needs -O raw', '-O');
-        // The output writer's (or the pool's first) thread starts while the image opens.
-        if (outputFormat === 'raw') prestartFormatWorker();
+        // The output writer's (or the pool's first) thread starts while the image opens —
+        // unless the kernel writes the output (io_uring: ops/uring-writer.ts), when a
+        // thread is started only for compressed clusters, once some are found.
+        if (outputFormat === 'raw' && !ioUringUsable()) prestartFormatWorker();
         const snapshot = str(v, 'snapshot');
         await withImage(first, { ...openOptions(v, format), ...(snapshot === undefined ? {} : { snapshot }) }, (img) =>
           runConvert(img, files[1] as string, { outputFormat, progress: v['progress'] === true }),

@@ -12,10 +12,10 @@
  * kernels are then unavailable (the warm-up runs their JavaScript counterparts), and compare
  * and convert, whose buffers live in shared memory, run on this thread alone (no worker
  * threads: none may run when the heap is saved) with a plain `ArrayBuffer` lent as
- * `SharedArrayBuffer` for the commands, taken back after them. Hole probing is off (its
- * FFI binding cannot be saved). State a snapshot cannot hold, or should not carry into a
- * run, is dropped when it is saved (io/snapshot-state.ts). A command that fails fails the
- * warm-up, and with it the snapshot.
+ * `SharedArrayBuffer` for the commands, taken back after them. Hole probing and io_uring
+ * are off (their FFI binding cannot be saved). State a snapshot cannot hold, or should not
+ * carry into a run, is dropped when it is saved (io/snapshot-state.ts). A command that
+ * fails fails the warm-up, and with it the snapshot.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -24,8 +24,9 @@ import { main } from './main.js';
 
 /** Environment settings the warm-up runs under, and why. */
 const WARM_UP_ENV: Readonly<Record<string, string>> = {
-  // No FFI binding for SEEK_DATA/SEEK_HOLE: a snapshot cannot hold one.
+  // No FFI binding (SEEK_DATA/SEEK_HOLE, io_uring): a snapshot cannot hold one.
   VDISK_NO_SEEK_HOLE: '1',
+  VDISK_NO_IO_URING: '1',
   // No worker threads: none may be running when the heap is saved.
   VDISK_DECODE_WORKERS: '0',
 };

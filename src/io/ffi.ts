@@ -23,6 +23,8 @@ export interface Koffi {
   load(name: string): KoffiLibrary;
   /** The errno of the last call made through koffi on this thread. */
   errno(): number;
+  /** An ArrayBuffer over `length` bytes of native memory at `pointer` (no copy). */
+  view?(pointer: number | bigint, length: number): ArrayBuffer;
   readonly version?: unknown;
 }
 

@@ -14,6 +14,9 @@
  *   plus the wait). And when this thread has no slot left to fill, it takes back the reads
  *   of the newest queued chunk the writer has not reached, rather than wait. In a
  *   compressed image whose pool already runs, these chunks go to the pool too.
+ * - Where io_uring can be used (uring-writer.ts), the kernel writes those chunks instead
+ *   of the writer thread: this thread reads and scans each one and queues its non-zero
+ *   spans, and no writer thread is started (~40 ms of CPU).
  * - Short runs (overlay clusters scattered over the disk: one 64 KiB run each) share a
  *   chunk, as pieces that go to their own output offsets: one slot and one queue entry per
  *   chunk rather than per run.
@@ -33,6 +36,7 @@ import { releaseWriteLock } from '../formats/workers/write-lock.js';
 import { PIECE_WORDS, WRITER_MAX_OPS, WRITER_MAX_PIECES } from '../formats/workers/protocol.js';
 import { ReadPlan } from '../status/read-plan.js';
 import { nonZeroPieceSpans } from '../io/zero-blocks.js';
+import { UringWriter } from './uring-writer.js';
 
 /** Options of {@link convertChunks}. */
 export interface ChunkConvertOptions {
@@ -77,12 +81,14 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
    * costing ~40 ms of CPU to start). Until it is up (~30 ms) this thread does its work.
    */
   let writer: OutputWriter | null = null;
+  /** Instead of the writer thread where io_uring can be used: this thread reads, the kernel writes (uring-writer.ts). */
+  let uring: UringWriter | null = null;
   let failure: unknown = null;
   /** The plan of each slot's chunk (a writer's failure names a slot), and the files of the reads handed to it. */
   const handed: Array<ReadPlan | null> = slots.map(() => null);
   const handedFiles = new Map<number, RandomAccessFile>();
   /** Whether to stop queuing chunks: one failed, or a queued write did. */
-  const stopping = (): boolean => failure !== null || writer?.failed === true;
+  const stopping = (): boolean => failure !== null || writer?.failed === true || uring?.failed === true;
 
   /** Writes the non-zero spans of a filled batch's pieces from this thread (no worker, or the pool broke), through the thread pool. */
   const batchHere = async (b: Batch): Promise<void> => {
@@ -100,9 +106,18 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
     const { slot, plan, pieces } = b;
     const chunk = views[slot] as Buffer;
     let pool = plan.hasDecode ? options.pool() : null;
-    if (pool === null && writer === null && options.writerThread) {
+    if (pool === null && writer === null && uring === null && options.writerThread) {
       pool = runningPool();
-      if (pool === null) writer = new OutputWriter(out.fd, slots, writeLock);
+      if (pool === null) {
+        uring = UringWriter.create(out.fd, views);
+        if (uring === null) writer = new OutputWriter(out.fd, slots, writeLock);
+      }
+    }
+    if (pool === null && uring !== null) {
+      handed[slot] = plan;
+      await plan.runHere();
+      uring.write(slot, nonZeroPieceSpans(chunk, pieces));
+      return;
     }
     if (pool === null) {
       const w = writer;
@@ -145,12 +160,12 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   /** A slot to fill: one this thread is done with and whose queued writes are over. */
   const takeSlot = async (): Promise<number> => {
     for (;;) {
-      const w = writer;
+      const w = writer ?? uring;
       const k = w === null ? (free.length > 0 ? 0 : -1) : free.findIndex((s) => w.isIdle(s));
       if (k >= 0) return free.splice(k, 1)[0] as number;
       if (free.length > 0 && w !== null) {
         // Rather than wait for the writer, this thread does reads the writer has not reached.
-        if (!w.steal()) await w.idle(free[0] as number);
+        if (writer === null || !writer.steal()) await w.idle(free[0] as number);
       } else await inFlight.shift()?.catch(() => undefined);
     }
   };
@@ -206,7 +221,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   } finally {
     await Promise.allSettled(inFlight);
   }
-  const w = writer as OutputWriter | null; // assigned in copyBatch
+  const w = (writer as OutputWriter | null) ?? (uring as UringWriter | null); // assigned in copyBatch
   if (failure !== null) {
     await w?.cancel();
     throw failure;

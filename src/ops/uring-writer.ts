@@ -1,0 +1,125 @@
+/**
+ * The conversion's output writes through io_uring (io/io-uring.ts), instead of a writer
+ * thread: this thread reads each chunk and finds its zero blocks, as it does when the
+ * writer thread is behind, and queues the non-zero spans; the kernel writes them on its
+ * own worker thread while this thread reads the next chunks. No JavaScript thread is
+ * started for the output (a Node worker costs ~40 ms of CPU to boot, on a machine whose
+ * two cores this conversion keeps busy).
+ *
+ * Same contract as the writer thread's queue for the calls the conversion makes
+ * (ops/convert-parallel.ts `SlotWriter`): a slot may be refilled once {@link isIdle} says
+ * its writes are done; the first failed or short write stops the queuing of more and is
+ * reported by {@link finish}.
+ */
+import { IoUring, errnoName } from '../io/io-uring.js';
+import type { JobError } from '../formats/workers/protocol.js';
+import type { WriterResult } from '../formats/workers/output-writer.js';
+
+/** Submission entries of the ring: writes in flight at once. */
+const RING_ENTRIES = 256;
+
+/** Output writes of a conversion's slots through io_uring. */
+export class UringWriter {
+  /** Writes in flight per slot. */
+  private readonly pending: Int32Array;
+  private error: (JobError & { readonly slot: number }) | null = null;
+  private written = 0;
+  private readonly done = (tag: number, result: number): void => this.completed(tag, result);
+  /** The spans of each write in flight, by tag: slot, address, length, output position. */
+  private readonly queued = new Map<number, readonly [number, number, number, number]>();
+  private nextTag = 0;
+
+  private constructor(
+    private readonly ring: IoUring,
+    private readonly outFd: number,
+    private readonly addresses: readonly number[],
+  ) {
+    this.pending = new Int32Array(addresses.length);
+  }
+
+  /** A writer for `slots` to `outFd`, or null where io_uring cannot be used. */
+  static create(outFd: number, slots: readonly Uint8Array[]): UringWriter | null {
+    const addresses: number[] = [];
+    for (const s of slots) {
+      const a = IoUring.addressOf(s);
+      if (a === null) return null;
+      addresses.push(a);
+    }
+    const ring = IoUring.create(RING_ENTRIES);
+    return ring === null ? null : new UringWriter(ring, outFd, addresses);
+  }
+
+  /** Whether a write failed (nothing more is queued after it). */
+  get failed(): boolean {
+    return this.error !== null;
+  }
+
+  /** Slots with writes in flight. */
+  get backlog(): number {
+    let n = 0;
+    for (const p of this.pending) if (p > 0) n++;
+    return n;
+  }
+
+  /**
+   * Queues the non-zero spans of slot `slot` — `from, to, position` each (bytes
+   * `[from, to)` of the slot go to output offset `position + from`) — and submits them.
+   */
+  write(slot: number, spans: ArrayLike<number>): void {
+    if (this.error !== null) return;
+    for (let k = 0; k + 2 < spans.length; k += 3) {
+      const from = spans[k] as number;
+      const to = spans[k + 1] as number;
+      if (to > from) this.queue(slot, (this.addresses[slot] as number) + from, to - from, (spans[k + 2] as number) + from);
+    }
+    this.ring.complete(false, this.done);
+  }
+
+  /** Whether slot `slot` has no writes in flight (taking the completions available). */
+  isIdle(slot: number): boolean {
+    if ((this.pending[slot] as number) > 0) this.ring.complete(false, this.done);
+    return this.pending[slot] === 0;
+  }
+
+  /** Waits (blocking this thread in the kernel) until slot `slot` has no writes in flight. */
+  idle(slot: number): Promise<void> {
+    while ((this.pending[slot] as number) > 0) this.ring.complete(true, this.done);
+    return Promise.resolve();
+  }
+
+  /** Waits for every write, releases the ring, and says what was written or what failed. */
+  finish(): Promise<WriterResult> {
+    this.ring.close(this.done);
+    return Promise.resolve({ error: this.error, written: this.written, reads: [] });
+  }
+
+  /** The conversion failed: waits for the writes in flight (their memory is in use) and releases the ring. */
+  cancel(): Promise<void> {
+    this.ring.close(this.done);
+    return Promise.resolve();
+  }
+
+  private queue(slot: number, address: number, length: number, position: number): void {
+    const tag = this.nextTag++;
+    this.queued.set(tag, [slot, address, length, position]);
+    this.pending[slot] = (this.pending[slot] as number) + 1;
+    this.ring.write(this.outFd, address, length, position, tag, this.done);
+  }
+
+  private completed(tag: number, result: number): void {
+    const q = this.queued.get(tag);
+    if (q === undefined) return;
+    this.queued.delete(tag);
+    const [slot, address, length, position] = q;
+    if (result >= length) this.written += length;
+    else if (result > 0 && this.error === null) {
+      // A short write: the rest as a write of its own.
+      this.written += result;
+      this.queue(slot, address + result, length - result, position + result);
+    } else if (this.error === null) {
+      const message = result === 0 ? `write made no progress at ${position}` : `write of ${length} bytes at ${position} failed: ${errnoName(-result)}`;
+      this.error = { index: -1, io: true, message, slot };
+    }
+    this.pending[slot] = (this.pending[slot] as number) - 1;
+  }
+}
