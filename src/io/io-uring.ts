@@ -252,9 +252,10 @@ export class IoUring {
   }
 }
 
+/** Whether mmap's result is MAP_FAILED (all ones), null, or no address this process can hold as a number. */
 function isMapFailure(p: number | bigint): boolean {
-  const n = BigInt(p);
-  return n === 0n || n === 0xffffffffffffffffn || n === -1n;
+  const n = Number(p);
+  return !Number.isSafeInteger(n) || n <= 0;
 }
 
 /** `EAGAIN` for 11, and so on (the number when the name is unknown). */

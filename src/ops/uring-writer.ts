@@ -6,10 +6,11 @@
  * started for the output (a Node worker costs ~40 ms of CPU to boot, on a machine whose
  * two cores this conversion keeps busy).
  *
- * Same contract as the writer thread's queue for the calls the conversion makes
- * (ops/convert-parallel.ts `SlotWriter`): a slot may be refilled once {@link isIdle} says
- * its writes are done; the first failed or short write stops the queuing of more and is
- * reported by {@link finish}.
+ * Same contract as the writer thread's queue (formats/workers/output-writer.ts) for the
+ * calls ops/convert-parallel.ts makes of either: a slot may be refilled once
+ * {@link isIdle} says its writes are done; the first failed write stops the queuing of
+ * more and is reported by {@link finish}; a short write is completed by a write of its
+ * rest.
  */
 import { IoUring, errnoName } from '../io/io-uring.js';
 import type { JobError } from '../formats/workers/protocol.js';
@@ -52,13 +53,6 @@ export class UringWriter {
   /** Whether a write failed (nothing more is queued after it). */
   get failed(): boolean {
     return this.error !== null;
-  }
-
-  /** Slots with writes in flight. */
-  get backlog(): number {
-    let n = 0;
-    for (const p of this.pending) if (p > 0) n++;
-    return n;
   }
 
   /**
