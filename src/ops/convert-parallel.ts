@@ -37,6 +37,7 @@ import { PIECE_WORDS, WRITER_MAX_OPS, WRITER_MAX_PIECES } from '../formats/worke
 import { ReadPlan } from '../status/read-plan.js';
 import { nonZeroPieceSpans } from '../io/zero-blocks.js';
 import { UringWriter } from './uring-writer.js';
+import { ChunkSlots } from './chunk-slots.js';
 
 /** Options of {@link convertChunks}. */
 export interface ChunkConvertOptions {
@@ -69,10 +70,9 @@ const MAX_BATCH_OPS = WRITER_MAX_OPS / 2;
 /** Converts the non-zero runs of `img` into `out`. */
 export async function convertChunks(img: Image, out: RawOutput, options: ChunkConvertOptions): Promise<void> {
   const total = img.virtualSize;
-  const slots = Array.from({ length: options.inFlight + 1 }, () => new SharedArrayBuffer(options.chunkSize));
-  const views = slots.map((s) => Buffer.from(s));
+  const slots = new ChunkSlots(options.inFlight + 1, options.chunkSize);
   /** Slots this thread is not filling (their queued writes may still be running). */
-  const free = slots.map((_, i) => i);
+  const free = Array.from({ length: slots.count }, (_, i) => i);
   const inFlight: Promise<void>[] = [];
   const writeLock = new SharedArrayBuffer(4);
   /**
@@ -85,14 +85,14 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   let uring: UringWriter | null = null;
   let failure: unknown = null;
   /** The plan of each slot's chunk (a writer's failure names a slot), and the files of the reads handed to it. */
-  const handed: Array<ReadPlan | null> = slots.map(() => null);
+  const handed = new Array<ReadPlan | null>(slots.count).fill(null);
   const handedFiles = new Map<number, RandomAccessFile>();
   /** Whether to stop queuing chunks: one failed, or a queued write did. */
   const stopping = (): boolean => failure !== null || writer?.failed === true || uring?.failed === true;
 
   /** Writes the non-zero spans of a filled batch's pieces from this thread (no worker, or the pool broke), through the thread pool. */
   const batchHere = async (b: Batch): Promise<void> => {
-    const chunk = views[b.slot] as Buffer;
+    const chunk = slots.view(b.slot);
     const spans = nonZeroPieceSpans(chunk, b.pieces);
     const writes: Promise<void>[] = [];
     for (let k = 0; k < spans.length; k += 3) {
@@ -104,18 +104,20 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
   };
   const copyBatch = async (b: Batch): Promise<void> => {
     const { slot, plan, pieces } = b;
-    const chunk = views[slot] as Buffer;
+    const chunk = slots.view(slot);
     let pool = plan.hasDecode ? options.pool() : null;
     if (pool === null && writer === null && uring === null && options.writerThread) {
       pool = runningPool();
       if (pool === null) {
-        uring = UringWriter.create(out.fd, views);
-        if (uring === null) writer = new OutputWriter(out.fd, slots, writeLock);
+        uring = UringWriter.create(out.fd, slots);
+        if (uring === null) writer = new OutputWriter(out.fd, slots.all(), writeLock);
       }
     }
     if (pool === null && uring !== null) {
       handed[slot] = plan;
-      await plan.runHere();
+      // Page-cache reads are done when this returns: the spans are queued at once, before
+      // the next chunk is planned and read (awaiting would let that read go first).
+      if (!plan.startHere()) await plan.settleLocal();
       uring.write(slot, nonZeroPieceSpans(chunk, pieces));
       return;
     }
@@ -141,7 +143,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
     }
     await plan.settleLocal();
     const reply = await pool.copy({
-      chunk: slots[slot] as SharedArrayBuffer, length: b.fill, ops: plan.ops(), outFd: out.fd, pieces: Float64Array.from(pieces), writeLock,
+      chunk: slots.buffer(slot), length: b.fill, ops: plan.ops(), outFd: out.fd, pieces: Float64Array.from(pieces), writeLock,
     });
     // The pool broke: this batch on this thread. A worker stopped while it held the output's
     // write lock would leave the writer thread waiting for ever: the lock is released here.
@@ -200,7 +202,7 @@ export async function convertChunks(img: Image, out: RawOutput, options: ChunkCo
             free.push(slot);
             break;
           }
-          batch = { slot, plan: new ReadPlan(views[slot] as Buffer, { syncReads: true }), pieces: [], fill: 0, end: 0 };
+          batch = { slot, plan: new ReadPlan(slots.view(slot), { syncReads: true }), pieces: [], fill: 0, end: 0 };
         }
         // Plain stored data as the status walk found it; anything else through the chain.
         if (run.file !== null) batch.plan.data(run.file, run.hostOffset + (o - run.start), len, batch.fill);

@@ -15,6 +15,7 @@
 import { IoUring, errnoName } from '../io/io-uring.js';
 import type { JobError } from '../formats/workers/protocol.js';
 import type { WriterResult } from '../formats/workers/output-writer.js';
+import type { ChunkSlots } from './chunk-slots.js';
 
 /** Submission entries of the ring: writes in flight at once. */
 const RING_ENTRIES = 256;
@@ -30,24 +31,28 @@ export class UringWriter {
   private readonly queued = new Map<number, readonly [number, number, number, number]>();
   private nextTag = 0;
 
+  /** Each slot's address, found at its first write (slots are allocated as they are first used: ops/chunk-slots.ts). */
+  private readonly addresses: Array<number | null | undefined>;
+
   private constructor(
     private readonly ring: IoUring,
     private readonly outFd: number,
-    private readonly addresses: readonly number[],
+    private readonly slots: ChunkSlots,
   ) {
-    this.pending = new Int32Array(addresses.length);
+    this.pending = new Int32Array(slots.count);
+    this.addresses = new Array<number | null | undefined>(slots.count).fill(undefined);
   }
 
   /** A writer for `slots` to `outFd`, or null where io_uring cannot be used. */
-  static create(outFd: number, slots: readonly Uint8Array[]): UringWriter | null {
-    const addresses: number[] = [];
-    for (const s of slots) {
-      const a = IoUring.addressOf(s);
-      if (a === null) return null;
-      addresses.push(a);
-    }
+  static create(outFd: number, slots: ChunkSlots): UringWriter | null {
+    // Slot 0 (the first one filled) tells whether koffi gives buffer addresses at all.
+    const first = IoUring.addressOf(slots.view(0));
+    if (first === null) return null;
     const ring = IoUring.create(RING_ENTRIES);
-    return ring === null ? null : new UringWriter(ring, outFd, addresses);
+    if (ring === null) return null;
+    const w = new UringWriter(ring, outFd, slots);
+    w.addresses[0] = first;
+    return w;
   }
 
   /** Whether a write failed (nothing more is queued after it). */
@@ -61,12 +66,27 @@ export class UringWriter {
    */
   write(slot: number, spans: ArrayLike<number>): void {
     if (this.error !== null) return;
+    const base = this.addressOf(slot);
+    if (base === null) {
+      this.error = { index: -1, io: true, message: `io_uring: no address for chunk slot ${slot}`, slot };
+      return;
+    }
     for (let k = 0; k + 2 < spans.length; k += 3) {
       const from = spans[k] as number;
       const to = spans[k + 1] as number;
-      if (to > from) this.queue(slot, (this.addresses[slot] as number) + from, to - from, (spans[k + 2] as number) + from);
+      if (to > from) this.queue(slot, base + from, to - from, (spans[k + 2] as number) + from);
     }
     this.ring.complete(false, this.done);
+  }
+
+  /** Slot `slot`'s address (null if koffi gives none: then nothing of it is written). */
+  private addressOf(slot: number): number | null {
+    let a = this.addresses[slot];
+    if (a === undefined) {
+      a = IoUring.addressOf(this.slots.view(slot));
+      this.addresses[slot] = a;
+    }
+    return a;
   }
 
   /** Whether slot `slot` has no writes in flight (taking the completions available). */

@@ -79,6 +79,16 @@ export class ReadPlan implements ReadSink {
 
   /** Carries the plan out on this thread instead (asynchronous reads in flight together); throws the first failure. */
   async runHere(): Promise<void> {
+    if (!this.startHere()) await this.settleLocal();
+  }
+
+  /**
+   * Starts the plan on this thread, as {@link runHere}, and says whether it is done already:
+   * true when every part was carried out synchronously and succeeded (page-cache reads with
+   * `syncReads`), so the caller can go on in the same turn; otherwise {@link settleLocal}
+   * waits for the rest and throws the first failure.
+   */
+  startHere(): boolean {
     const w = this.words;
     for (let i = 0; i < this.count; i++) {
       const o = i * OP_WORDS;
@@ -89,7 +99,7 @@ export class ReadPlan implements ReadSink {
       else if (src?.kind === 'read') this.read(src.file, w[o + 2] as number, length, at);
       else if (src?.kind === 'decode') this.track(src.extent.clusterInto(this.dst, at));
     }
-    await this.settleLocal();
+    return this.local.length === 0;
   }
 
   /** Waits for the parts done on this thread (throws their first failure). */

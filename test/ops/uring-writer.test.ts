@@ -12,6 +12,7 @@ import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IoUring, ioUringUsable } from '../../src/io/io-uring.js';
+import { ChunkSlots } from '../../src/ops/chunk-slots.js';
 import { UringWriter } from '../../src/ops/uring-writer.js';
 import { CLI, run, runVdisk } from '../helpers/cli.js';
 import { hasTool } from '../helpers/qemu.js';
@@ -91,10 +92,11 @@ describe.skipIf(!usable)('UringWriter', () => {
   it('writes the spans of each slot at their output offsets; a slot is idle once its writes are done', async () => {
     const file = path.join(dir, 'writer.bin');
     const fd = openSync(file, 'w+');
-    const slots = [new Uint8Array(new SharedArrayBuffer(65536)), new Uint8Array(new SharedArrayBuffer(65536))];
+    const chunkSlots = new ChunkSlots(2, 65536);
+    const slots = [chunkSlots.view(0), chunkSlots.view(1)];
     (slots[0] as Uint8Array).set(pattern(65536, 5));
     (slots[1] as Uint8Array).set(pattern(65536, 9));
-    const w = UringWriter.create(fd, slots);
+    const w = UringWriter.create(fd, chunkSlots);
     if (w === null) throw new Error('no writer');
     // Slot 0: bytes [0, 4096) to 1 MiB, [8192, 65536) to 1 MiB + 8192; slot 1: all of it at 0.
     w.write(0, [0, 4096, 1 << 20, 8192, 65536, 1 << 20]);
@@ -111,12 +113,32 @@ describe.skipIf(!usable)('UringWriter', () => {
     expect(got.subarray((1 << 20) + 8192, (1 << 20) + 65536).equals(Buffer.from((slots[0] as Uint8Array).subarray(8192)))).toBe(true);
   });
 
+  it('writes from a slot allocated after the writer was made (its address found at its first write)', async () => {
+    const file = path.join(dir, 'writer-late.bin');
+    const fd = openSync(file, 'w+');
+    const slots = new ChunkSlots(3, 8192);
+    slots.view(0).fill(3);
+    const w = UringWriter.create(fd, slots);
+    if (w === null) throw new Error('no writer');
+    expect(slots.allocated).toBe(1);
+    w.write(0, [0, 8192, 0]);
+    slots.view(2).set(pattern(8192, 11));
+    expect(slots.allocated).toBe(2);
+    w.write(2, [0, 8192, 8192]);
+    const r = await w.finish();
+    closeSync(fd);
+    expect(r).toEqual({ error: null, written: 16384, reads: [] });
+    const got = readFileSync(file);
+    expect(got.subarray(0, 8192).equals(Buffer.alloc(8192, 3))).toBe(true);
+    expect(got.subarray(8192).equals(slots.view(2))).toBe(true);
+  });
+
   it('reports the first failed write with its slot and errno name, and queues nothing after it', async () => {
     const file = path.join(dir, 'writer-ro.bin');
     writeFileSync(file, Buffer.alloc(0));
     const fd = openSync(file, 'r');
-    const slots = [new Uint8Array(new SharedArrayBuffer(4096))];
-    (slots[0] as Uint8Array).fill(1);
+    const slots = new ChunkSlots(1, 4096);
+    slots.view(0).fill(1);
     const w = UringWriter.create(fd, slots);
     if (w === null) throw new Error('no writer');
     w.write(0, [0, 4096, 0]);
