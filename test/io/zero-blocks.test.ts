@@ -81,6 +81,27 @@ describe('nonZeroSpans', () => {
     }
   });
 
+  it('aligns blocks by output positions past 2^31, 2^32 and 2^53 - 2^12, as by the position modulo the block', () => {
+    // Disks over 2 GiB put chunks there; the scan sees only the position's phase in the block.
+    const rand = rng(77);
+    const data = randomBuffer(rand, 200 * 1024);
+    for (const position of [2 ** 31 - 100, 2 ** 31, 2 ** 32 + 1234, 8 * 2 ** 40 + 4095, Number.MAX_SAFE_INTEGER - 4095]) {
+      const phase = position % SPARSE_BLOCK;
+      expect(nonZeroSpans(data, position)).toEqual(reference(data, phase, 0, data.length));
+      expect(nonZeroSpans(data, position, 333, 150_000)).toEqual(reference(data, phase, 333, 150_000));
+      expect(nonZeroPieceSpans(data, [333, 150_000, position])).toEqual(reference(data, phase, 333, 150_000).flatMap(([a, b]) => [a, b, position]));
+    }
+  });
+
+  it('aligns pieces whose position is below zero (placed in the slot past their output offset)', () => {
+    const rand = rng(78);
+    const data = randomBuffer(rand, 64 * 1024);
+    for (const [from, to, position] of [[8192, 16384, -8192 + 100], [40_000, 65_536, -40_000], [5000, 6000, -4999]] as const) {
+      expect(nonZeroSpans(data, position, from, to)).toEqual(reference(data, position, from, to));
+      expect(nonZeroPieceSpans(data, [from, to, position])).toEqual(reference(data, position, from, to).flatMap(([a, b]) => [a, b, position]));
+    }
+  });
+
   it('gives the spans of several pieces, each at its own output position, in the pieces\' form', () => {
     const data = new Uint8Array(64 * 1024);
     data[100] = 1; // piece 1, output block of 0
