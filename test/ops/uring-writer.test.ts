@@ -10,7 +10,7 @@
  */
 import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IoUring, ioUringUsable } from '../../src/io/io-uring.js';
 import { ChunkSlots } from '../../src/ops/chunk-slots.js';
 import { UringWriter } from '../../src/ops/uring-writer.js';
@@ -131,6 +131,29 @@ describe.skipIf(!usable)('UringWriter', () => {
     const got = readFileSync(file);
     expect(got.subarray(0, 8192).equals(Buffer.alloc(8192, 3))).toBe(true);
     expect(got.subarray(8192).equals(slots.view(2))).toBe(true);
+  });
+
+  it('fails a slot whose address cannot be had, queuing nothing of it or after it', async () => {
+    const file = path.join(dir, 'writer-noaddr.bin');
+    const fd = openSync(file, 'w+');
+    const slots = new ChunkSlots(2, 4096);
+    slots.view(0).fill(5);
+    const w = UringWriter.create(fd, slots);
+    if (w === null) throw new Error('no writer');
+    w.write(0, [0, 4096, 0]);
+    const spy = vi.spyOn(IoUring, 'addressOf').mockReturnValue(null);
+    try {
+      w.write(1, [0, 4096, 4096]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(w.failed).toBe(true);
+    expect(w.isIdle(1)).toBe(true);
+    const r = await w.finish();
+    closeSync(fd);
+    expect(r.error).toEqual({ index: -1, io: true, message: 'io_uring: no address for chunk slot 1', slot: 1 });
+    expect(r.written).toBe(4096);
+    expect(statSync(file).size).toBe(4096);
   });
 
   it('reports the first failed write with its slot and errno name, and queues nothing after it', async () => {
