@@ -18,7 +18,7 @@ import { copyFileSync, readFileSync, truncateSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, runVdisk } from './helpers/cli.js';
-import { hasTool, qemuImg } from './helpers/qemu.js';
+import { hasTool, qemuImg, qemuImgRetryingLuksFlake } from './helpers/qemu.js';
 import { makeTempDir, removeTempDir } from './helpers/tmp.js';
 import {
   addRefcount, intersect, l1EntryOffset, l2EntryOffset, mergeRuns, nbdMap, qcow2Header, qemuIo, read64, write64,
@@ -32,7 +32,7 @@ else if (!hasNbd) console.warn('backup-differential.test.ts: qemu-nbd/nbdinfo mi
 let dir = '';
 
 async function sh(args: string[]): Promise<void> {
-  const r = await qemuImg(args, dir);
+  const r = await qemuImgRetryingLuksFlake(args, dir);
   if (r.status !== 0) throw new Error(`qemu-img ${args.join(' ')}: ${r.stderr}`);
 }
 

@@ -13,6 +13,7 @@ import { dumpQObject, formatG3, infoHuman, sizeToStr, snapshotHeader, snapshotRo
 import { qdictBucket, qdictOrder, qemuJson, qemuQuote, tdbHash } from '../../src/cli/format/qemu-json.js';
 import { main } from '../../src/cli/main.js';
 import type { ImageInfo } from '../../src/status/image-info.js';
+import { retryQemuLuksFlake } from '../helpers/qemu.js';
 
 // Dates in the snapshot table are local time: use a zone with an offset, for both tools.
 process.env.TZ = 'America/New_York';
@@ -154,7 +155,7 @@ function orByte(file: string, offset: number, bits: number): void {
 describe('vdisk info is byte-identical to qemu-img info', () => {
   let dir = '';
   const q = (cwd: string, ...args: string[]): string => execFileSync('qemu-img', args, { cwd, encoding: 'utf8', env: { ...process.env, TZ: process.env.TZ } });
-  const create = (...args: string[]): string => q(dir, 'create', '-q', '-f', 'qcow2', ...args);
+  const create = (...args: string[]): string => retryQemuLuksFlake(() => q(dir, 'create', '-q', '-f', 'qcow2', ...args));
 
   beforeAll(() => {
     if (!haveQemu) return;

@@ -30,6 +30,36 @@ export function qemuImg(args: readonly string[], cwd: string): Promise<RunResult
   return run('qemu-img', args, { cwd, timeoutMs: 60_000 });
 }
 
+/**
+ * What qemu-img 7.2 says when creating a LUKS image fails because its key-derivation timing
+ * loop measured no CPU time for its first batch (`qcrypto_pbkdf2_count_iters`; a fast or
+ * virtual CPU with coarse thread-time accounting): a failure of the reference tool now and
+ * then, not of the image asked for. Retrying gives the image.
+ */
+export const QEMU_LUKS_TIMING_FLAKE = 'Unable to get accurate CPU usage';
+
+/** Attempts at a qemu-img command that fails with {@link QEMU_LUKS_TIMING_FLAKE}. */
+export const QEMU_LUKS_ATTEMPTS = 5;
+
+/** `fn()`, run again while it throws an error naming {@link QEMU_LUKS_TIMING_FLAKE} (at most QEMU_LUKS_ATTEMPTS runs). */
+export function retryQemuLuksFlake<T>(fn: () => T): T {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return fn();
+    } catch (e) {
+      if (attempt >= QEMU_LUKS_ATTEMPTS || !String((e as Error).message ?? e).includes(QEMU_LUKS_TIMING_FLAKE)) throw e;
+    }
+  }
+}
+
+/** {@link qemuImg}, run again while it fails with {@link QEMU_LUKS_TIMING_FLAKE} (at most QEMU_LUKS_ATTEMPTS runs). */
+export async function qemuImgRetryingLuksFlake(args: readonly string[], cwd: string): Promise<RunResult> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await qemuImg(args, cwd);
+    if (r.status === 0 || attempt >= QEMU_LUKS_ATTEMPTS || !r.stderr.includes(QEMU_LUKS_TIMING_FLAKE)) return r;
+  }
+}
+
 /** One extent of an allocation map, in vdisk's `--mode=allocation` shape. */
 export interface AllocationExtent {
   start: number;

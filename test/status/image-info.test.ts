@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SnapshotTableEntry } from '../../src/formats/qcow2/snapshots.js';
 import { openImage } from '../../src/image.js';
 import { fullBackingFilename, snapshotInfo } from '../../src/status/image-info.js';
+import { retryQemuLuksFlake } from '../helpers/qemu.js';
 
 describe('snapshotInfo', () => {
   const entry = (over: Partial<SnapshotTableEntry>): SnapshotTableEntry => ({
@@ -76,7 +77,7 @@ describe('imageInfo against qemu-img', () => {
     q('create', '-q', '-f', 'qcow2', 'bm.qcow2', '1M');
     q('bitmap', '--add', 'bm.qcow2', 'b1');
     q('bitmap', '--add', '--disable', '-g', '512', 'bm.qcow2', 'b2');
-    q('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', 'luks.qcow2', '1M');
+    retryQemuLuksFlake(() => q('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', 'luks.qcow2', '1M'));
     q('create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=aes,encrypt.key-secret=s0', 'aes.qcow2', '1M');
     writeFileSync(path.join(dir, 'odd.raw'), '');
     truncateSync(path.join(dir, 'odd.raw'), 1000);
