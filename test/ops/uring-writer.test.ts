@@ -89,15 +89,21 @@ describe.skipIf(!usable)('IoUring', () => {
 });
 
 describe.skipIf(!usable)('UringWriter', () => {
+  /** A writer over `count` slots of `size` bytes to the file `name` of the test directory, opened with `flags`. */
+  const newWriter = (name: string, count: number, size: number, flags = 'w+'): { file: string; fd: number; slots: ChunkSlots; w: UringWriter } => {
+    const file = path.join(dir, name);
+    const fd = openSync(file, flags);
+    const slots = new ChunkSlots(count, size);
+    const w = UringWriter.create(fd, slots);
+    if (w === null) throw new Error('no writer');
+    return { file, fd, slots, w };
+  };
+
   it('writes the spans of each slot at their output offsets; a slot is idle once its writes are done', async () => {
-    const file = path.join(dir, 'writer.bin');
-    const fd = openSync(file, 'w+');
-    const chunkSlots = new ChunkSlots(2, 65536);
+    const { file, fd, slots: chunkSlots, w } = newWriter('writer.bin', 2, 65536);
     const slots = [chunkSlots.view(0), chunkSlots.view(1)];
     (slots[0] as Uint8Array).set(pattern(65536, 5));
     (slots[1] as Uint8Array).set(pattern(65536, 9));
-    const w = UringWriter.create(fd, chunkSlots);
-    if (w === null) throw new Error('no writer');
     // Slot 0: bytes [0, 4096) to 1 MiB, [8192, 65536) to 1 MiB + 8192; slot 1: all of it at 0.
     w.write(0, [0, 4096, 1 << 20, 8192, 65536, 1 << 20]);
     w.write(1, [0, 65536, 0]);
@@ -114,13 +120,9 @@ describe.skipIf(!usable)('UringWriter', () => {
   });
 
   it('writes from a slot allocated after the writer was made (its address found at its first write)', async () => {
-    const file = path.join(dir, 'writer-late.bin');
-    const fd = openSync(file, 'w+');
-    const slots = new ChunkSlots(3, 8192);
-    slots.view(0).fill(3);
-    const w = UringWriter.create(fd, slots);
-    if (w === null) throw new Error('no writer');
+    const { file, fd, slots, w } = newWriter('writer-late.bin', 3, 8192);
     expect(slots.allocated).toBe(1);
+    slots.view(0).fill(3);
     w.write(0, [0, 8192, 0]);
     slots.view(2).set(pattern(8192, 11));
     expect(slots.allocated).toBe(2);
@@ -134,12 +136,8 @@ describe.skipIf(!usable)('UringWriter', () => {
   });
 
   it('fails a slot whose address cannot be had, queuing nothing of it or after it', async () => {
-    const file = path.join(dir, 'writer-noaddr.bin');
-    const fd = openSync(file, 'w+');
-    const slots = new ChunkSlots(2, 4096);
+    const { file, fd, slots, w } = newWriter('writer-noaddr.bin', 2, 4096);
     slots.view(0).fill(5);
-    const w = UringWriter.create(fd, slots);
-    if (w === null) throw new Error('no writer');
     w.write(0, [0, 4096, 0]);
     const spy = vi.spyOn(IoUring, 'addressOf').mockReturnValue(null);
     try {
@@ -157,13 +155,9 @@ describe.skipIf(!usable)('UringWriter', () => {
   });
 
   it('reports the first failed write with its slot and errno name, and queues nothing after it', async () => {
-    const file = path.join(dir, 'writer-ro.bin');
-    writeFileSync(file, Buffer.alloc(0));
-    const fd = openSync(file, 'r');
-    const slots = new ChunkSlots(1, 4096);
+    writeFileSync(path.join(dir, 'writer-ro.bin'), Buffer.alloc(0));
+    const { file, fd, slots, w } = newWriter('writer-ro.bin', 1, 4096, 'r');
     slots.view(0).fill(1);
-    const w = UringWriter.create(fd, slots);
-    if (w === null) throw new Error('no writer');
     w.write(0, [0, 4096, 0]);
     await w.idle(0);
     expect(w.failed).toBe(true);
