@@ -151,11 +151,11 @@ export class IoUring {
       if ((params.readUInt32LE(20) & IORING_FEAT_SINGLE_MMAP) === 0) throw new Error('io_uring without a single ring mapping');
       const ringBytes = Math.max(params.readUInt32LE(64) + sqEntries * 4, params.readUInt32LE(100) + cqEntries * CQE_BYTES);
       const ring = c.mmap(null, ringBytes, PROT_READ_WRITE, MAP_SHARED_POPULATE, fd, 0);
-      if (isMapFailure(ring)) throw new Error('mmap of the io_uring rings failed');
+      if (asAddress(ring) === null) throw new Error('mmap of the io_uring rings failed');
       maps.push([ring, ringBytes]);
       const sqeBytes = sqEntries * SQE_BYTES;
       const sqes = c.mmap(null, sqeBytes, PROT_READ_WRITE, MAP_SHARED_POPULATE, fd, IORING_OFF_SQES);
-      if (isMapFailure(sqes)) throw new Error('mmap of the io_uring entries failed');
+      if (asAddress(sqes) === null) throw new Error('mmap of the io_uring entries failed');
       maps.push([sqes, sqeBytes]);
       const ringBuffer = c.view(ring, ringBytes);
       return new IoUring(c, fd, sqEntries, new DataView(ringBuffer), new Uint32Array(ringBuffer), new DataView(c.view(sqes, sqeBytes)), maps, params);
@@ -170,8 +170,7 @@ export class IoUring {
   static addressOf(bytes: Uint8Array): number | null {
     const c = loadCalls();
     if (c === null) return null;
-    const a = Number(c.addressOf(bytes, bytes, 0));
-    return Number.isSafeInteger(a) && a > 0 ? a : null;
+    return asAddress(c.addressOf(bytes, bytes, 0));
   }
 
   /** Writes in flight (queued and not completed). */
@@ -252,10 +251,13 @@ export class IoUring {
   }
 }
 
-/** Whether mmap's result is MAP_FAILED (all ones), null, or no address this process can hold as a number. */
-function isMapFailure(p: number | bigint): boolean {
+/**
+ * A native pointer as a number: null for mmap's MAP_FAILED (all ones), for null, and for
+ * an address this process cannot hold exactly as a number.
+ */
+function asAddress(p: number | bigint): number | null {
   const n = Number(p);
-  return !Number.isSafeInteger(n) || n <= 0;
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
 }
 
 /** `EAGAIN` for 11, and so on (the number when the name is unknown). */
