@@ -1,10 +1,11 @@
 /**
  * The FFI binding (the optional dependency `koffi`) that reaches libc calls Node's `fs`
- * lacks — `lseek` with SEEK_DATA/SEEK_HOLE (lseek-binding.ts).
+ * lacks — `lseek` with SEEK_DATA/SEEK_HOLE (lseek-binding.ts), and io_uring's system calls
+ * and ring mappings (io-uring.ts).
  *
  * koffi's own loader finds its native module by reading the ELF header of the `node`
  * executable (to tell glibc from musl) and then wraps a few deprecated functions: 7–10 ms
- * per load, paid by every run that probes holes. Loaded here directly — the prebuilt
+ * per load, paid by every run that probes holes or converts. Loaded here directly — the prebuilt
  * module of koffi's package for this platform
  * (`@koromix/koffi-<platform>-<arch>/<platform>_<arch>/koffi.node`, or the one koffi built
  * at install in `koffi/build/koffi/…`), glibc's build first, musl's next — it takes about
