@@ -12,6 +12,15 @@
 # NODE_EXTRA_CA_CERTS is dropped: vdisk opens no network connection, and Node 20 parses
 # that CA bundle at every start.
 unset NODE_EXTRA_CA_CERTS
+# V8's pool of background threads (its compilers, the concurrent parts of its garbage
+# collector) is sized to the machine (--v8-pool-size=0: the available parallelism less
+# one) instead of Node's fixed 4: on two cores, four background threads took the main
+# thread's core from it (BENCHMARKS.md, twelfth round: maps 7-9 % faster). Unless
+# NODE_OPTIONS sets a size of its own, which this would override.
+case ${NODE_OPTIONS-} in
+  *--v8-pool-size*) pool= ;;
+  *) pool=--v8-pool-size=0 ;;
+esac
 f=$0
 while [ -L "$f" ]; do
   l=$(readlink "$f")
@@ -58,12 +67,12 @@ if [ -z "${NODE_OPTIONS-}" ] && [ -r "$s" ] && [ -r "$d/vdisk.blob.node" ] &&
   # since the snapshot was built, the file is the one that built it. Otherwise compare
   # inodes (one `ls`).
   if [ ! "${b%/*}" -nt "$s" ]; then
-    exec "$n" $v8f --snapshot-blob "$s" "$d" "$@"
+    exec "$n" $pool $v8f --snapshot-blob "$s" "$d" "$@"
   fi
   i=$(ls -iL "$n")
   i=${i#"${i%%[! ]*}"}
   if [ "${i%% *}" = "$ino" ]; then
-    exec "$n" $v8f --snapshot-blob "$s" "$d" "$@"
+    exec "$n" $pool $v8f --snapshot-blob "$s" "$d" "$@"
   fi
 fi
-exec "$n" "$d/bin.js" "$@"
+exec "$n" $pool "$d/bin.js" "$@"

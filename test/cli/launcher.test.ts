@@ -20,6 +20,8 @@ const DIST = path.dirname(CLI);
 /** The snapshot's V8 flags, as the stamp's third line holds them and the launcher passes them. */
 const FLAGS = snapshotFlags().join(' ');
 const LAUNCHER = path.join(DIST, 'vdisk');
+/** The size of V8's pool of background threads the launcher asks for: the machine's. */
+const POOL = '--v8-pool-size=0';
 const SAMPLE = path.join(REPO_ROOT, 'images', 'sample.qcow2');
 let dir = '';
 
@@ -78,7 +80,7 @@ describe('vdisk launcher', () => {
       for (const launcher of [LAUNCHER, link]) {
         const got = await launch(launcher, args);
         const blob = args[0] === 'convert' || args[0] === 'compare' ? 'vdisk-pool.blob' : 'vdisk.blob';
-        expect(got.exec).toContain(` ${FLAGS} --snapshot-blob ${path.join(DIST, blob)} ${DIST} ${args[0]}`);
+        expect(got.exec).toContain(` ${POOL} ${FLAGS} --snapshot-blob ${path.join(DIST, blob)} ${DIST} ${args[0]}`);
         expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
       }
     }
@@ -87,8 +89,31 @@ describe('vdisk launcher', () => {
   it('runs bin.js when NODE_OPTIONS are set (V8 options keep a snapshot from loading)', async () => {
     const want = await plain(['map', SAMPLE]);
     const r = await run('sh', ['-x', LAUNCHER, 'map', SAMPLE], { env: { ...process.env, NODE_OPTIONS: '--max-old-space-size=4096' } });
-    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${CLI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${POOL} ${CLI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
     expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
+  });
+
+  it('leaves the size of V8\'s thread pool to NODE_OPTIONS when they set one (the command line would override it)', async () => {
+    const want = await plain(['map', SAMPLE]);
+    const r = await run('sh', ['-x', LAUNCHER, 'map', SAMPLE], { env: { ...process.env, NODE_OPTIONS: '--v8-pool-size=3' } });
+    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${CLI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+    expect(r.stderr).not.toContain(POOL);
+    expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
+  });
+
+  it('runs node with a V8 thread pool sized to the machine: on up to four cores, fewer background threads than Node\'s default four', async () => {
+    const threads = async (extra: string[]): Promise<number> => {
+      // The thread count of a node that lives long enough to be counted.
+      const r = await run(process.execPath, [...extra, '-e', 'setTimeout(() => process.stdout.write(String(require("fs").readdirSync("/proc/self/task").length)), 50)']);
+      return Number(r.stdout);
+    };
+    const sized = await threads([POOL]);
+    const fixed = await threads([]);
+    expect(fixed).toBe(await threads(['--v8-pool-size=4']));
+    const { availableParallelism } = await import('node:os');
+    // Node sizes it from the available parallelism, leaving a core to the main thread.
+    if (availableParallelism() <= 4) expect(fixed - sized).toBe(4 - Math.max(1, availableParallelism() - 1));
+    else expect(sized).toBeGreaterThanOrEqual(fixed);
   });
 
   it('runs bin.js when the snapshot or its stamp is missing, the stamp names no flags, or it was built by another node or is older than node', async () => {
@@ -119,7 +144,7 @@ describe('vdisk launcher', () => {
       for (const f of ['vdisk', 'bin.js']) copyFileSync(path.join(DIST, f), path.join(d, f));
       setup(d);
       const got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE]);
-      expect(got.exec, name).toMatch(new RegExp(`^\\+ exec \\S+ ${path.join(d, 'bin.js').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+      expect(got.exec, name).toMatch(new RegExp(`^\\+ exec \\S+ ${POOL} ${path.join(d, 'bin.js').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
       expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }, name).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
     }
   });
@@ -140,7 +165,7 @@ describe('vdisk launcher', () => {
     utimesSync(nodeDir, hourAgo, hourAgo);
     utimesSync(path.join(d, 'vdisk.blob'), hourAgo + 60, hourAgo + 60);
     const env = { ...process.env, PATH: `${nodeDir}:${process.env.PATH ?? ''}` };
-    const blobExec = `+ exec ${node} ${FLAGS} --snapshot-blob ${path.join(d, 'vdisk.blob')} ${d} map `;
+    const blobExec = `+ exec ${node} ${POOL} ${FLAGS} --snapshot-blob ${path.join(d, 'vdisk.blob')} ${d} map `;
     const want = await plain(['map', SAMPLE]);
 
     // Nothing changed since the snapshot: straight to it, no subshell, no ls.
@@ -162,7 +187,7 @@ describe('vdisk launcher', () => {
     utimesSync(`${node}.new`, hourAgo, hourAgo);
     renameSync(`${node}.new`, node);
     got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE], env);
-    expect(got.exec).toBe(`+ exec ${node} ${path.join(d, 'bin.js')} map ${SAMPLE}`);
+    expect(got.exec).toBe(`+ exec ${node} ${POOL} ${path.join(d, 'bin.js')} map ${SAMPLE}`);
     expect({ stdout: got.stdout, status: got.status }).toEqual({ stdout: want.stdout, status: want.status });
   });
 
