@@ -288,6 +288,8 @@ export async function kernelWalk(
         if (words !== undefined) {
           new Uint32Array(mem, slotAt[layer] as number, words.length).set(words);
           k.setSlot(layer, off);
+          // The walk goes forward and keeps its own copy: the buffer is recycled for the next table.
+          d.releaseL2(off);
         }
       } else if (r === ASK) {
         const layer = k.needLayer();

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openImage } from '../../src/index.js';
 import { MAP_DATA, MAP_PRESENT, MAP_ZERO, MapBatch } from '../../src/status/map-batch.js';
 import { kernelWalkCounts, useFlatWalkKernel } from '../../src/status/flat-walk-kernel.js';
+import { Qcow2Driver } from '../../src/formats/qcow2/qcow2-driver.js';
 import { COMPRESSED, COPIED, EXT, ZERO_FLAG, ascii, buildQcow2 } from '../helpers/qcow2-builder.js';
 import { rng } from '../helpers/prng.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
@@ -161,4 +162,45 @@ describe('flat walk kernel against the JavaScript walk', () => {
     expect(compressedOnly).toBeGreaterThan(50);
     expect(compressedHandedOver).toBe(0);
   }, 120_000);
+
+  it('reads each L2 table once, when the walk reaches it, and keeps none of them cached behind it', async () => {
+    // Two layers of 12 and 10 tables (512 entries each; the tables end before the data's
+    // clusters), data and holes throughout.
+    /** Runs of 1 to 8 data clusters (host clusters within the file), zero and unallocated entries. */
+    const entries = (n: number, seed: number): bigint[] => {
+      const rand = rng(seed);
+      const out: bigint[] = [];
+      let host = 0;
+      while (out.length < n) {
+        const kind = Math.floor(rand() * 3);
+        for (let k = 1 + Math.floor(rand() * 8); k > 0 && out.length < n; k--) {
+          if (kind === 0) out.push(COPIED | BigInt(DATA_FROM + (host++ % 100) * CS));
+          else out.push(kind === 1 ? ZERO_FLAG : 0n);
+        }
+      }
+      return out;
+    };
+    const base = path.join(dir, 'tables-base.qcow2');
+    const top = path.join(dir, 'tables-top.qcow2');
+    writeLayer(base, 10 * L2_ENTRIES * CS, entries(10 * L2_ENTRIES, 77), false, null);
+    writeLayer(top, 12 * L2_ENTRIES * CS, entries(12 * L2_ENTRIES, 78), false, path.basename(base));
+    const handovers = kernelWalkCounts.handovers;
+    const img = await openImage(top, { format: 'qcow2' });
+    try {
+      let entries = 0;
+      await img.walkFlatMap({}, new MapBatch(64), (b) => {
+        entries += b.count;
+        return undefined;
+      });
+      expect(entries).toBeGreaterThan(100);
+      expect(kernelWalkCounts.handovers).toBe(handovers);
+      const drivers = [...img.top.layers()].map((n) => n.driver as Qcow2Driver);
+      expect(drivers.map((d) => d.l2Loads)).toEqual([12, 10]);
+      // Each was handed to the kernel's slot and recycled (read ahead instead, all 22 were
+      // held at once, each in fresh memory).
+      expect(drivers.map((d) => d.l2Cached)).toEqual([0, 0]);
+    } finally {
+      await img.close();
+    }
+  });
 });

@@ -414,6 +414,24 @@ export class Qcow2Driver implements BlockDriver {
     return this.l2Cache.peek(l2Offset)?.words;
   }
 
+  /**
+   * Drops the cached L2 table at `l2Offset` once a sequential walk has copied it (see
+   * `L2Cache.release`); a later lookup reads it again.
+   */
+  releaseL2(l2Offset: number): void {
+    this.l2Cache.release(l2Offset);
+  }
+
+  /** Tables in the L2 cache now. */
+  get l2Cached(): number {
+    return this.l2Cache.size;
+  }
+
+  /** Whether L2 tables are read synchronously (page-cache reads need no read-ahead to overlap). */
+  get readsL2Sync(): boolean {
+    return this.file.readSync !== undefined;
+  }
+
   /** The active L1 table's words (native order, hi/lo per entry). Not to be modified. */
   get l1Words(): Uint32Array {
     return this.l1;

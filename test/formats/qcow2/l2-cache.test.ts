@@ -75,6 +75,32 @@ describe('L2Cache', () => {
     expect(cache.loads).toBeLessThan(5000);
   });
 
+  it('drops a released table and reads the next one into its buffer', async () => {
+    const cache = new L2Cache(file(), TABLE, 64 * TABLE);
+    const first = await get(cache, 0);
+    cache.release(0);
+    expect(cache.size).toBe(0);
+    expect(cache.peek(0)).toBeUndefined();
+    cache.release(0); // no longer cached: nothing happens
+    cache.release(7 * TABLE); // never read: nothing happens
+    const next = await get(cache, 1);
+    expect(next.buffer).toBe(first.buffer);
+    expect(next[0]).toBe(1);
+    // A walk that releases each table once used goes through one buffer; a released table
+    // asked for again is read again, with its own bytes.
+    const buffers = new Set<ArrayBufferLike>();
+    for (let t = 2; t < 100; t++) {
+      const w = await get(cache, t);
+      expect(w[0]).toBe(t);
+      buffers.add(w.buffer);
+      cache.release(t * TABLE);
+    }
+    expect(buffers).toEqual(new Set([first.buffer]));
+    expect((await get(cache, 0))[0]).toBe(0);
+    expect(cache.loads).toBe(101);
+    expect(cache.size).toBe(2); // tables 1 and 0, not released
+  });
+
   it('fails only the table whose checks fail when several are read at once, caching the others', async () => {
     // Tables 3..8 are read in one batch; table 5 fails its checks.
     const cache = new L2Cache(file(), TABLE, 64 * TABLE, (offset) => {
