@@ -14,9 +14,9 @@
 unset NODE_EXTRA_CA_CERTS
 # V8's pool of background threads (its compilers, the concurrent parts of its garbage
 # collector) is sized to the machine (--v8-pool-size=0: the available parallelism less
-# one) instead of Node's fixed 4: on two cores, four background threads took the main
-# thread's core from it (BENCHMARKS.md, twelfth round: maps 7-9 % faster). Unless
-# NODE_OPTIONS sets a size of its own, which this would override.
+# one, at least one) instead of Node's fixed 4: on two cores, four background threads took
+# the main thread's core from it (BENCHMARKS.md, twelfth round: maps 6-8 % faster). Not
+# when NODE_OPTIONS set a size of their own, which this would override.
 case ${NODE_OPTIONS-} in
   *--v8-pool-size*) pool= ;;
   *) pool=--v8-pool-size=0 ;;
