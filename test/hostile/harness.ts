@@ -106,7 +106,8 @@ interface LibraryLine {
 /**
  * Runs `list` through the library, one after another in one child process (start-up is
  * paid once; the RSS of a case is the child's peak so far, so a case over the limit shows
- * at it or before). A case that exceeds four times its budget plus 10 s is killed and
+ * at it or before; the garbage of the cases before is collected before each, so it does
+ * not count in a later case's peak). A case that exceeds four times its budget plus 10 s is killed and
  * reported as `TIMEOUT`; the rest run in a fresh child.
  */
 export async function runLibraryBatch(root: string, list: readonly CorpusCase[], scratch: string): Promise<Map<string, CaseOutcome>> {
@@ -122,7 +123,7 @@ export async function runLibraryBatch(root: string, list: readonly CorpusCase[],
     let buffered = '';
     let stderr = '';
     await new Promise<void>((resolve, reject) => {
-      const child = spawn(process.execPath, [RUN_CASE, root, listFile], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, ['--expose-gc', RUN_CASE, root, listFile], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
       let timer: NodeJS.Timeout | undefined;
       const arm = (name: string): void => {
         clearTimeout(timer);

@@ -9,7 +9,11 @@
  *
  * `CASES` is a case of images/bad/make-corpus.mjs (`name`, `file`, `op`, `options`) or an
  * array of them, as JSON text or the name of a JSON file. Cases run one after another; each
- * prints `#start NAME`, then its result line. The RSS reported is the process's peak so far.
+ * prints `#start NAME`, then its result line. The RSS reported is the peak during the case:
+ * before each, the garbage of the cases before is collected (with `--expose-gc`) and the
+ * kernel's peak mark is reset to the current RSS (Linux: `/proc/self/clear_refs`), so what
+ * an earlier case left for the collector, or its own peak, does not count as a later one's;
+ * where the mark cannot be reset, it is the process's peak so far.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -64,9 +68,30 @@ export async function runOp(file, op, options) {
   }
 }
 
+/** Resets the kernel's peak-RSS mark of this process to its current RSS; false where it cannot. */
+function resetPeak() {
+  try {
+    fs.writeFileSync('/proc/self/clear_refs', '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Peak RSS in KiB since {@link resetPeak} (when it succeeded), else since the process started. */
+function peakKiB(sinceReset) {
+  if (sinceReset) {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m !== null) return Number(m[1]);
+  }
+  return process.resourceUsage().maxRSS;
+}
+
 const [root, casesArg] = process.argv.slice(2);
 const list = casesArg.startsWith('[') || casesArg.startsWith('{') ? JSON.parse(casesArg) : JSON.parse(fs.readFileSync(casesArg, 'utf8'));
 for (const c of Array.isArray(list) ? list : [list]) {
+  globalThis.gc?.();
+  const peakReset = resetPeak();
   opened.length = 0;
   unhandled.length = 0;
   process.stdout.write(`#start ${c.name ?? c.file}\n`);
@@ -89,8 +114,8 @@ for (const c of Array.isArray(list) ? list : [list]) {
   // Let stray promises settle so unhandled rejections surface.
   await new Promise((r) => setTimeout(r, 5));
   result.name = c.name ?? c.file;
-  result.maxRssKiB = process.resourceUsage().maxRSS;
   result.opened = [...opened];
   result.unhandled = [...unhandled];
+  result.maxRssKiB = peakKiB(peakReset);
   process.stdout.write(JSON.stringify(result) + '\n');
 }
