@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, runVdisk } from './helpers/cli.js';
 import { hasTool, qemuImg, qemuImgRetryingLuksFlake } from './helpers/qemu.js';
 import { makeTempDir, removeTempDir } from './helpers/tmp.js';
+import { punchUnwrittenExtents } from './helpers/unwritten.js';
 import {
   addRefcount, intersect, l1EntryOffset, l2EntryOffset, mergeRuns, nbdMap, qcow2Header, qemuIo, read64, write64,
 } from './helpers/backup-tools.js';
@@ -104,6 +105,8 @@ beforeAll(async () => {
   await io('l1.qcow2', 'write -P 3 520k 8k', 'write -P 3 7M 12k');
   await sh(['create', '-q', '-f', 'qcow2', '-b', 'l1.qcow2', '-F', 'qcow2', 'l0.qcow2']);
   await io('l0.qcow2', 'write -P 4 0 64k', 'write -z 6M 1M');
+  // The convert tests read these images while the maps run (test/helpers/unwritten.ts).
+  await punchUnwrittenExtents(dir);
 }, 120_000);
 
 afterAll(() => {

@@ -20,7 +20,7 @@
  * concurrent tests, not a difference between the tools: qemu-img's answer flips the same way).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, lstatSync, readdirSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
@@ -38,6 +38,7 @@ import {
   type AllocationExtent,
 } from './helpers/qemu.js';
 import { makeTempDir, removeTempDir } from './helpers/tmp.js';
+import { punchUnwrittenExtents } from './helpers/unwritten.js';
 
 // ---------------------------------------------------------------------------------------
 // Tools
@@ -766,41 +767,6 @@ function memo<T>(): (key: string, make: () => Promise<T>) => Promise<T> {
 
 // ---------------------------------------------------------------------------------------
 // The suite
-
-/**
- * Punches every unwritten extent of the regular files below `dir` into a hole (`filefrag -v`
- * lists them, `fallocate -p` punches): both read as zeros, but only a hole stays a hole to
- * SEEK_DATA once something has read it. Nothing is done where filefrag cannot map a file
- * (a filesystem without FIEMAP, such as tmpfs, has no unwritten extents).
- */
-async function punchUnwrittenExtents(dir: string): Promise<void> {
-  if (!hasTool('filefrag', ['-V']) || !hasTool('fallocate')) {
-    console.warn('differential.test.ts: filefrag or fallocate missing: unwritten extents are left as they are (maps may race with reads)');
-    return;
-  }
-  const files: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d)) {
-      const p = path.join(d, name);
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (st.isFile() && st.size > 0) files.push(p);
-    }
-  };
-  walk(dir);
-  for (const f of files) {
-    const r = await run('filefrag', ['-v', '-b1', f]);
-    if (r.status !== 0) continue;
-    for (const line of r.stdout.split('\n')) {
-      const m = /^\s*\d+:\s+(\d+)\.\.\s*(\d+):.*\bunwritten\b/.exec(line);
-      if (m === null) continue;
-      const start = Number(m[1]);
-      const length = Number(m[2]) - start + 1;
-      const p = await run('fallocate', ['-p', '-o', String(start), '-l', String(length), f]);
-      if (p.status !== 0) throw new Error(`fallocate -p ${start} ${length} ${f}: ${p.stderr}`);
-    }
-  }
-}
 
 describe.skipIf(!hasQemu)('differential: vdisk vs qemu-img / qemu-nbd', { concurrent: true }, () => {
   let root = '';
