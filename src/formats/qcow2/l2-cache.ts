@@ -309,12 +309,7 @@ export class L2Cache {
     if (t === undefined) return;
     this.probation.delete(offset);
     this.tables.delete(offset);
-    this.heldBytes -= this.bytesOf(t);
-    if (offset === this.lastOffset) {
-      this.lastOffset = -1;
-      this.lastTable = undefined;
-    }
-    this.recycle(t.words);
+    this.discard(offset, t);
   }
 
   /** Evicts the first entry of `from`; false when it is empty. */
@@ -324,14 +319,19 @@ export class L2Cache {
     const [evicted, v] = oldest.value;
     const old = 'words' in v ? v : v.table;
     from.delete(evicted);
-    this.heldBytes -= this.bytesOf(old);
-    if (evicted === this.lastOffset) {
+    this.discard(evicted, old);
+    return true;
+  }
+
+  /** Accounts for table `table` at `offset`, just taken out of the maps, and recycles its buffer. */
+  private discard(offset: number, table: L2Table): void {
+    this.heldBytes -= this.bytesOf(table);
+    if (offset === this.lastOffset) {
       this.lastOffset = -1;
       this.lastTable = undefined;
     }
     // Lookups use tables synchronously and never keep one across an await: reusable.
-    this.recycle(old.words);
-    return true;
+    this.recycle(table.words);
   }
 }
 
