@@ -23,6 +23,8 @@ const LAUNCHER = path.join(DIST, 'vdisk');
 /** The size of V8's pool of background threads the launcher asks for: the machine's. */
 const POOL = '--v8-pool-size=0';
 const SAMPLE = path.join(REPO_ROOT, 'images', 'sample.qcow2');
+/** `text` as a regular expression matching it literally. */
+const reEscape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 let dir = '';
 
 beforeAll(() => {
@@ -89,14 +91,14 @@ describe('vdisk launcher', () => {
   it('runs bin.js when NODE_OPTIONS are set (V8 options keep a snapshot from loading)', async () => {
     const want = await plain(['map', SAMPLE]);
     const r = await run('sh', ['-x', LAUNCHER, 'map', SAMPLE], { env: { ...process.env, NODE_OPTIONS: '--max-old-space-size=4096' } });
-    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${POOL} ${CLI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${POOL} ${reEscape(CLI)} map `));
     expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
   });
 
   it('leaves the size of V8\'s thread pool to NODE_OPTIONS when they set one (the command line would override it)', async () => {
     const want = await plain(['map', SAMPLE]);
     const r = await run('sh', ['-x', LAUNCHER, 'map', SAMPLE], { env: { ...process.env, NODE_OPTIONS: '--v8-pool-size=3' } });
-    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${CLI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+    expect(r.stderr).toMatch(new RegExp(`\\+ exec \\S+ ${reEscape(CLI)} map `));
     expect(r.stderr).not.toContain(POOL);
     expect({ stdout: r.stdout, status: r.status }).toEqual({ stdout: want.stdout, status: want.status });
   });
@@ -144,7 +146,7 @@ describe('vdisk launcher', () => {
       for (const f of ['vdisk', 'bin.js']) copyFileSync(path.join(DIST, f), path.join(d, f));
       setup(d);
       const got = await launch(path.join(d, 'vdisk'), ['map', SAMPLE]);
-      expect(got.exec, name).toMatch(new RegExp(`^\\+ exec \\S+ ${POOL} ${path.join(d, 'bin.js').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} map `));
+      expect(got.exec, name).toMatch(new RegExp(`^\\+ exec \\S+ ${POOL} ${reEscape(path.join(d, 'bin.js'))} map `));
       expect({ stdout: got.stdout, stderr: got.stderr.trim(), status: got.status }, name).toEqual({ stdout: want.stdout, stderr: want.stderr.trim(), status: want.status });
     }
   });

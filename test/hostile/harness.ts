@@ -105,9 +105,8 @@ interface LibraryLine {
 
 /**
  * Runs `list` through the library, one after another in one child process (start-up is
- * paid once; the RSS of a case is the child's peak so far, so a case over the limit shows
- * at it or before; the garbage of the cases before is collected before each, so it does
- * not count in a later case's peak). A case that exceeds four times its budget plus 10 s is killed and
+ * paid once; with `--expose-gc`, the child reports each case's own peak RSS: see
+ * run-case.mjs). A case that exceeds four times its budget plus 10 s is killed and
  * reported as `TIMEOUT`; the rest run in a fresh child.
  */
 export async function runLibraryBatch(root: string, list: readonly CorpusCase[], scratch: string): Promise<Map<string, CaseOutcome>> {
