@@ -8,7 +8,8 @@
  * built by another node (another path, or the same path now another file) or is older than
  * the node it would run with. On the usual way it starts no process but node: node's
  * inode is compared (with ls) only when node's directory changed since the snapshot. Which
- * way it went is read from `sh -x`'s trace.
+ * way it went is read from `sh -x`'s trace. It sizes V8's thread pool to the machine, and
+ * (but for convert and compare) tunes glibc's allocator, which then gives huge pages.
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -116,6 +117,45 @@ describe('vdisk launcher', () => {
     // Node sizes it from the available parallelism, leaving a core to the main thread.
     if (availableParallelism() <= 4) expect(fixed - sized).toBe(4 - Math.max(1, availableParallelism() - 1));
     else expect(sized).toBeGreaterThanOrEqual(fixed);
+  });
+
+  it('tunes glibc\'s allocator for node (huge pages on request, the heap grown 4 MiB at a time, freed memory kept), the user\'s GLIBC_TUNABLES after its own; not for convert and compare', async () => {
+    // A `node` of its own on PATH that prints what it was given: the launcher execs it.
+    const fakeDir = path.join(dir, 'fake-node');
+    mkdirSync(fakeDir);
+    writeFileSync(path.join(fakeDir, 'node'), '#!/bin/sh\nprintf %s "${GLIBC_TUNABLES-unset}"\n');
+    chmodSync(path.join(fakeDir, 'node'), 0o755);
+    const env = { ...process.env, PATH: `${fakeDir}:${process.env.PATH ?? ''}` };
+    delete env.GLIBC_TUNABLES;
+    const ours = (await run(LAUNCHER, ['info', SAMPLE], { env })).stdout;
+    expect(ours.split(':').sort()).toEqual(['glibc.malloc.hugetlb=1', 'glibc.malloc.top_pad=4194304', 'glibc.malloc.trim_threshold=536870912']);
+    // glibc takes the last setting of a tunable: the user's come last.
+    const theirs = (await run(LAUNCHER, ['info', SAMPLE], { env: { ...env, GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' } })).stdout;
+    expect(theirs).toBe(`${ours}:glibc.malloc.hugetlb=0`);
+    for (const args of [['map', SAMPLE], ['check', SAMPLE], ['frobnicate'], []]) expect((await run(LAUNCHER, args, { env })).stdout, args.join(' ')).toBe(ours);
+    // The commands that stream data through buffers of their own keep glibc's defaults.
+    for (const cmd of ['convert', 'compare']) {
+      expect((await run(LAUNCHER, [cmd, SAMPLE, SAMPLE], { env })).stdout, cmd).toBe('unset');
+      expect((await run(LAUNCHER, [cmd, SAMPLE, SAMPLE], { env: { ...env, GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' } })).stdout, cmd).toBe('glibc.malloc.hugetlb=0');
+    }
+
+    // What the settings do, in a node that allocates and touches 16 MiB in small pieces as
+    // the CLI's start does: where the kernel gives huge pages on request, the heap gets them.
+    const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled') ? readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8') : '';
+    if (!/\[(always|madvise)\]/.test(thp)) {
+      console.warn(`launcher test: transparent huge pages are off here (${thp.trim() || 'no sysfs file'}); their use is not checked`);
+      return;
+    }
+    const huge = async (tunables: string | undefined): Promise<number> => {
+      const e = { ...process.env };
+      if (tunables === undefined) delete e.GLIBC_TUNABLES;
+      else e.GLIBC_TUNABLES = tunables;
+      const script = 'const b=[];for(let i=0;i<256;i++){const x=Buffer.allocUnsafeSlow(65536);x.fill(1);b.push(x)}' +
+        'process.stdout.write(/AnonHugePages:\\s+(\\d+)/.exec(require("fs").readFileSync("/proc/self/smaps_rollup","utf8"))[1])';
+      return Number((await run(process.execPath, ['-e', script], { env: e })).stdout);
+    };
+    if (thp.includes('[madvise]')) expect(await huge(undefined)).toBe(0);
+    expect(await huge(ours)).toBeGreaterThanOrEqual(8192);
   });
 
   it('runs bin.js when the snapshot or its stamp is missing, the stamp names no flags, or it was built by another node or is older than node', async () => {
