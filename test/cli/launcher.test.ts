@@ -125,8 +125,8 @@ describe('vdisk launcher', () => {
     mkdirSync(fakeDir);
     writeFileSync(path.join(fakeDir, 'node'), '#!/bin/sh\nprintf %s "${GLIBC_TUNABLES-unset}"\n');
     chmodSync(path.join(fakeDir, 'node'), 0o755);
-    const env = { ...process.env, PATH: `${fakeDir}:${process.env.PATH ?? ''}` };
-    delete env.GLIBC_TUNABLES;
+    const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${fakeDir}:${process.env.PATH ?? ''}` };
+    delete env['GLIBC_TUNABLES'];
     const ours = (await run(LAUNCHER, ['info', SAMPLE], { env })).stdout;
     expect(ours.split(':').sort()).toEqual(['glibc.malloc.hugetlb=1', 'glibc.malloc.top_pad=4194304', 'glibc.malloc.trim_threshold=536870912']);
     // glibc takes the last setting of a tunable: the user's come last.
@@ -148,8 +148,8 @@ describe('vdisk launcher', () => {
     }
     const huge = async (tunables: string | undefined): Promise<number> => {
       const e = { ...process.env };
-      if (tunables === undefined) delete e.GLIBC_TUNABLES;
-      else e.GLIBC_TUNABLES = tunables;
+      if (tunables === undefined) delete e['GLIBC_TUNABLES'];
+      else e['GLIBC_TUNABLES'] = tunables;
       const script = 'const b=[];for(let i=0;i<256;i++){const x=Buffer.allocUnsafeSlow(65536);x.fill(1);b.push(x)}' +
         'process.stdout.write(/AnonHugePages:\\s+(\\d+)/.exec(require("fs").readFileSync("/proc/self/smaps_rollup","utf8"))[1])';
       return Number((await run(process.execPath, ['-e', script], { env: e })).stdout);
