@@ -57,7 +57,7 @@ IFS=$o
 # The others also get glibc's allocator tuned for a process that lives tens of
 # milliseconds: every page it touches first costs a page fault, 1.5 us on a virtual
 # machine that hands freed memory back to its host (BENCHMARKS.md, thirteenth round: 40 %
-# of a map's faults gone, maps 5-10 % faster). Memory comes in transparent huge pages where
+# of a map's faults gone, maps 2-10 % faster). Memory comes in transparent huge pages where
 # the kernel gives them on request (hugetlb=1: glibc asks with madvise), the heap grows
 # 4 MiB at a time (glibc asks only for growth of a huge page or more), and freed memory is
 # kept for reuse instead of being returned (trim_threshold). Not for convert and compare,
