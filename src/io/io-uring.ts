@@ -4,8 +4,9 @@
  * threads (io-wq), in order per file — an asynchronous writer that costs no JavaScript
  * thread to start (a Node worker takes ~40 ms of CPU to boot here).
  *
- * Only what the conversion needs: IORING_OP_WRITE, submission and completion through the
- * rings mapped into this process, and waiting in `io_uring_enter`. Layout and constants
+ * Only what the conversion needs: IORING_OP_WRITE, IORING_OP_FALLOCATE linked before a
+ * write, submission and completion through the rings mapped into this process, and waiting
+ * in `io_uring_enter`. Layout and constants
  * from `include/uapi/linux/io_uring.h` (x86-64 and arm64 share them). `create` returns null
  * where io_uring cannot be used: not Linux, no koffi, a kernel without it (before 5.6) or
  * with it disabled (`kernel.io_uring_disabled`, a seccomp profile), or
@@ -23,7 +24,15 @@ import { dropBeforeSnapshot } from './snapshot-state.js';
 
 const SYS_IO_URING_SETUP = 425;
 const SYS_IO_URING_ENTER = 426;
+const SYS_IO_URING_REGISTER = 427;
+/** `IORING_REGISTER_IOWQ_MAX_WORKERS` (Linux 5.15): caps the kernel's worker threads of the ring. */
+const IORING_REGISTER_IOWQ_MAX_WORKERS = 19;
+const IORING_OP_FALLOCATE = 17;
 const IORING_OP_WRITE = 23;
+/** `IOSQE_IO_LINK`: the next entry starts only after this one is done (cancelled, -ECANCELED, if this one failed its link). */
+const IOSQE_IO_LINK = 4;
+/** `FALLOC_FL_KEEP_SIZE`: blocks are allocated, the file's size is left as it is. */
+const FALLOC_FL_KEEP_SIZE = 1;
 const IORING_ENTER_GETEVENTS = 1;
 const IORING_FEAT_SINGLE_MMAP = 1;
 const IORING_OFF_SQES = 0x10000000;
@@ -40,6 +49,7 @@ const MAX_ENTER_ATTEMPTS = 1000;
 interface Calls {
   setup(n: number, entries: number, params: Uint8Array): number | bigint;
   enter(n: number, fd: number, toSubmit: number, minComplete: number, flags: number, sig: number, size: number): number | bigint;
+  register(n: number, fd: number, opcode: number, arg: Uint32Array, count: number): number | bigint;
   mmap(addr: null, length: number, prot: number, flags: number, fd: number, offset: number): number | bigint;
   munmap(addr: number | bigint, length: number): number;
   addressOf(dst: Uint8Array, src: Uint8Array, n: number): number | bigint;
@@ -64,6 +74,7 @@ function loadCalls(): Calls | null {
     calls = {
       setup: libc.func('long syscall(long n, long entries, uint8_t *params)') as unknown as Calls['setup'],
       enter: libc.func('long syscall(long n, long fd, long toSubmit, long minComplete, long flags, long sig, long size)') as Calls['enter'],
+      register: libc.func('long syscall(long n, long fd, long opcode, uint32_t *arg, long count)') as unknown as Calls['register'],
       mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)') as unknown as Calls['mmap'],
       munmap: libc.func('int munmap(void *addr, size_t length)') as unknown as Calls['munmap'],
       // memmove(p, p, 0) returns p: the address of a typed array's memory (passed by reference).
@@ -157,6 +168,12 @@ export class IoUring {
       const sqes = c.mmap(null, sqeBytes, PROT_READ_WRITE, MAP_SHARED_POPULATE, fd, IORING_OFF_SQES);
       if (asAddress(sqes) === null) throw new Error('mmap of the io_uring entries failed');
       maps.push([sqes, sqeBytes]);
+      // One kernel worker for the ring's work: writes to one file are serialized by the file
+      // system anyway, and an allocation queued before its write then runs in the order
+      // queued, so blocks are allocated in the order of the file (with two workers, the next
+      // chunk's allocation could go first: the output's extents out of order). Kernels
+      // before 5.15 refuse the call; they keep their workers.
+      c.register(SYS_IO_URING_REGISTER, fd, IORING_REGISTER_IOWQ_MAX_WORKERS, new Uint32Array([1, 0]), 2);
       const ringBuffer = c.view(ring, ringBytes);
       return new IoUring(c, fd, sqEntries, new DataView(ringBuffer), new Uint32Array(ringBuffer), new DataView(c.view(sqes, sqeBytes)), maps, params);
     } catch {
@@ -182,20 +199,51 @@ export class IoUring {
    * Queues a write of `length` bytes at `address` to `fd` at `position`, tagged `tag`
    * (a non-negative integer); submitted by the next {@link complete}. When the ring is
    * full, waits for completions first (handed to `done`).
+   *
+   * With `allocateTag` (another tag), the write's range is first allocated in the file
+   * (`fallocate` with FALLOC_FL_KEEP_SIZE, an entry of its own, tagged `allocateTag`)
+   * and the write is linked after it, to run once the allocation is done. Both completions
+   * come to `done`. A failed allocation does not fail its link in Linux 6.x (the write runs
+   * anyway); where it does, the write completes with -ECANCELED.
    */
-  write(fd: number, address: number, length: number, position: number, tag: number, done: Completion): void {
-    while (this.inFlight >= this.entries) this.complete(true, done);
-    const index = this.sqTail & this.sqMask;
-    const o = index * SQE_BYTES;
+  write(fd: number, address: number, length: number, position: number, tag: number, done: Completion, allocateTag?: number): void {
+    const needed = allocateTag === undefined ? 1 : 2;
+    while (this.inFlight + needed > this.entries) this.complete(true, done);
+    if (allocateTag !== undefined) {
+      // fallocate's entry: `off` the offset, `addr` the length, `len` the mode.
+      const o = this.nextEntry();
+      const s = this.sqes;
+      s.setUint8(o, IORING_OP_FALLOCATE);
+      s.setUint8(o + 1, IOSQE_IO_LINK);
+      s.setInt32(o + 4, fd, true);
+      s.setBigUint64(o + 8, BigInt(position), true);
+      s.setBigUint64(o + 16, BigInt(length), true);
+      s.setUint32(o + 24, FALLOC_FL_KEEP_SIZE, true);
+      s.setBigUint64(o + 32, BigInt(allocateTag), true);
+      this.publish();
+    }
+    const o = this.nextEntry();
     const s = this.sqes;
-    for (let i = 0; i < SQE_BYTES; i += 8) s.setBigUint64(o + i, 0n, true);
     s.setUint8(o, IORING_OP_WRITE);
     s.setInt32(o + 4, fd, true);
     s.setBigUint64(o + 8, BigInt(position), true);
     s.setBigUint64(o + 16, BigInt(address), true);
     s.setUint32(o + 24, length, true);
     s.setBigUint64(o + 32, BigInt(tag), true);
+    this.publish();
+  }
+
+  /** The byte offset of the next submission entry, cleared. */
+  private nextEntry(): number {
+    const index = this.sqTail & this.sqMask;
+    const o = index * SQE_BYTES;
+    for (let i = 0; i < SQE_BYTES; i += 8) this.sqes.setBigUint64(o + i, 0n, true);
     this.ringWords[this.sqArrayAt + index] = index;
+    return o;
+  }
+
+  /** Makes the entry {@link nextEntry} filled visible to the kernel. */
+  private publish(): void {
     this.sqTail = (this.sqTail + 1) >>> 0;
     Atomics.store(this.ringWords, this.sqTailAt, this.sqTail);
     this.unsubmitted++;

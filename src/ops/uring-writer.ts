@@ -20,6 +20,35 @@ import type { ChunkSlots } from './chunk-slots.js';
 /** Submission entries of the ring: writes in flight at once. */
 const RING_ENTRIES = 256;
 
+/**
+ * Writes of at least this many bytes have their range allocated first (`fallocate`, linked
+ * before the write in the ring) while the output streams ({@link SCATTERED_WRITES}). A
+ * write into a new file's hole otherwise makes ext4 reserve each 4 KiB block for delayed
+ * allocation (`ext4_da_get_block_prep`, its extent status tree, quota): 55 % of the kernel
+ * writer's time in W4's conversion, which that writer bounded. Into allocated blocks a
+ * write is a copy. A C test here, 696 MiB in 2 MiB writes to a new file: 110-118 ms, and
+ * 70-76 ms with each write's range allocated first; 128 MiB in spans with holes between:
+ * 256 KiB spans 28 against 19 ms, 64 KiB 36 against 32 ms, but 16 KiB 73 against 85 ms and
+ * 4 KiB 143 against 294 ms (a call per few blocks costs more than it saves). Exactly the
+ * written blocks are allocated: the output is as sparse as without (BENCHMARKS.md,
+ * fourteenth round).
+ */
+export const ALLOCATE_MIN_BYTES = 1024 * 1024;
+
+/**
+ * After this many writes shorter than {@link ALLOCATE_MIN_BYTES}, no more ranges are
+ * allocated first: the output is pieced together (a chain's overlay clusters between its
+ * base's runs, say) rather than streamed. Ranges allocated as the writes come, between
+ * short writes whose blocks ext4 allocates at write-back, left those apart from their
+ * neighbours: W5's output in 806-1,341 fragments (`filefrag`) against qemu-img's 70, for
+ * no faster conversion. W4's streamed output has 21 short writes among 361: 29 fragments
+ * against qemu-img's 16-19.
+ */
+export const SCATTERED_WRITES = 64;
+
+/** `ECANCELED`: a linked write whose allocation failed. */
+const ECANCELED = 125;
+
 /** Output writes of a conversion's slots through io_uring. */
 export class UringWriter {
   /** Writes in flight per slot. */
@@ -27,9 +56,20 @@ export class UringWriter {
   private error: (JobError & { readonly slot: number }) | null = null;
   private written = 0;
   private readonly done = (tag: number, result: number): void => this.completed(tag, result);
-  /** The spans of each write in flight, by tag: slot, address, length, output position. */
-  private readonly queued = new Map<number, readonly [number, number, number, number]>();
+  /** The spans of each write in flight, by tag: slot, address, length, output position, and whether an allocation was linked before it. */
+  private readonly queued = new Map<number, readonly [number, number, number, number, boolean]>();
+  /** Tags of the allocations in flight (`fallocate` before a write). */
+  private readonly allocations = new Set<number>();
   private nextTag = 0;
+  /** Writes queued shorter than {@link ALLOCATE_MIN_BYTES}. */
+  private shortWrites = 0;
+  /**
+   * Whether long writes are allocated first ({@link ALLOCATE_MIN_BYTES}); off once the
+   * output shows itself scattered ({@link SCATTERED_WRITES}), and after the first allocation
+   * that fails (a file system without `fallocate`, say: its write is then queued again on
+   * its own).
+   */
+  private allocate: boolean;
 
   /** Each slot's address, found at its first write (slots are allocated as they are first used: ops/chunk-slots.ts). */
   private readonly addresses: Array<number | null | undefined>;
@@ -38,21 +78,31 @@ export class UringWriter {
     private readonly ring: IoUring,
     private readonly outFd: number,
     private readonly slots: ChunkSlots,
+    allocate: boolean,
   ) {
+    this.allocate = allocate;
     this.pending = new Int32Array(slots.count);
     this.addresses = new Array<number | null | undefined>(slots.count).fill(undefined);
   }
 
-  /** A writer for `slots` to `outFd`, or null where io_uring cannot be used. */
-  static create(outFd: number, slots: ChunkSlots): UringWriter | null {
+  /**
+   * A writer for `slots` to `outFd`, or null where io_uring cannot be used. `allocate`
+   * (default true): large writes allocate their range first ({@link ALLOCATE_MIN_BYTES}).
+   */
+  static create(outFd: number, slots: ChunkSlots, allocate = true): UringWriter | null {
     // Slot 0 (the first one filled) tells whether koffi gives buffer addresses at all.
     const first = IoUring.addressOf(slots.view(0));
     if (first === null) return null;
     const ring = IoUring.create(RING_ENTRIES);
     if (ring === null) return null;
-    const w = new UringWriter(ring, outFd, slots);
+    const w = new UringWriter(ring, outFd, slots, allocate);
     w.addresses[0] = first;
     return w;
+  }
+
+  /** Whether large writes still allocate their range first (false once an allocation failed). */
+  get allocating(): boolean {
+    return this.allocate;
   }
 
   /** Whether a write failed (nothing more is queued after it). */
@@ -115,18 +165,36 @@ export class UringWriter {
 
   private queue(slot: number, address: number, length: number, position: number): void {
     const tag = this.nextTag++;
-    this.queued.set(tag, [slot, address, length, position]);
+    if (length < ALLOCATE_MIN_BYTES && ++this.shortWrites > SCATTERED_WRITES) this.allocate = false;
+    const linked = this.allocate && length >= ALLOCATE_MIN_BYTES;
+    this.queued.set(tag, [slot, address, length, position, linked]);
     this.pending[slot] = (this.pending[slot] as number) + 1;
-    this.ring.write(this.outFd, address, length, position, tag, this.done);
+    if (linked) {
+      const allocation = this.nextTag++;
+      this.allocations.add(allocation);
+      this.ring.write(this.outFd, address, length, position, tag, this.done, allocation);
+    } else {
+      this.ring.write(this.outFd, address, length, position, tag, this.done);
+    }
   }
 
   private completed(tag: number, result: number): void {
+    if (this.allocations.delete(tag)) {
+      // A failed allocation: no more of them. Its write runs anyway, or is cancelled and
+      // queued again on its own (below), as the kernel has it.
+      if (result < 0) this.allocate = false;
+      return;
+    }
     const q = this.queued.get(tag);
     if (q === undefined) return;
     this.queued.delete(tag);
-    const [slot, address, length, position] = q;
+    const [slot, address, length, position, linked] = q;
     if (result >= length) this.written += length;
-    else if (result > 0 && this.error === null) {
+    else if (result === -ECANCELED && linked) {
+      // Its allocation failed: the write on its own, and no more allocations.
+      this.allocate = false;
+      if (this.error === null) this.queue(slot, address, length, position);
+    } else if (result > 0 && this.error === null) {
       // A short write: the rest as a write of its own.
       this.written += result;
       this.queue(slot, address + result, length - result, position + result);
