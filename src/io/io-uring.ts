@@ -5,8 +5,9 @@
  * thread to start (a Node worker takes ~40 ms of CPU to boot here).
  *
  * Only what the conversion needs: IORING_OP_WRITE, IORING_OP_FALLOCATE linked before a
- * write, submission and completion through the rings mapped into this process, and waiting
- * in `io_uring_enter`. Layout and constants
+ * write, submission and completion through the rings mapped into this process, waiting in
+ * `io_uring_enter`, and the thread's kernel workers capped at one while a ring is open
+ * (rings are opened one after another: each puts back the caps it found). Layout and constants
  * from `include/uapi/linux/io_uring.h` (x86-64 and arm64 share them). `create` returns null
  * where io_uring cannot be used: not Linux, no koffi, a kernel without it (before 5.6) or
  * with it disabled (`kernel.io_uring_disabled`, a seccomp profile), or
@@ -132,6 +133,8 @@ export class IoUring {
     private readonly sqes: DataView,
     private readonly maps: ReadonlyArray<readonly [number | bigint, number]>,
     params: Buffer,
+    /** The thread's kernel worker caps before this ring set its own (put back by close), or null. */
+    private readonly replacedLimits: Uint32Array | null,
   ) {
     this.sqTailAt = params.readUInt32LE(44) >>> 2;
     this.sqMask = ringWords[params.readUInt32LE(48) >>> 2] as number;
@@ -171,11 +174,14 @@ export class IoUring {
       // One kernel worker for the ring's work: writes to one file are serialized by the file
       // system anyway, and an allocation queued before its write then runs in the order
       // queued, so blocks are allocated in the order of the file (with two workers, the next
-      // chunk's allocation could go first: the output's extents out of order). Kernels
-      // before 5.15 refuse the call; they keep their workers.
-      c.register(SYS_IO_URING_REGISTER, fd, IORING_REGISTER_IOWQ_MAX_WORKERS, new Uint32Array([1, 0]), 2);
+      // chunk's allocation could go first: the output's extents out of order). The cap is
+      // the calling thread's (its rings share their workers): the kernel hands the caps it
+      // replaced back in the array, and close() puts them back. Kernels before 5.15 refuse
+      // the call; they keep their workers.
+      const limits = new Uint32Array([1, 0]);
+      const capped = Number(c.register(SYS_IO_URING_REGISTER, fd, IORING_REGISTER_IOWQ_MAX_WORKERS, limits, 2)) === 0;
       const ringBuffer = c.view(ring, ringBytes);
-      return new IoUring(c, fd, sqEntries, new DataView(ringBuffer), new Uint32Array(ringBuffer), new DataView(c.view(sqes, sqeBytes)), maps, params);
+      return new IoUring(c, fd, sqEntries, new DataView(ringBuffer), new Uint32Array(ringBuffer), new DataView(c.view(sqes, sqeBytes)), maps, params, capped ? limits : null);
     } catch {
       for (const [p, n] of maps) c.munmap(p, n);
       closeSync(fd);
@@ -286,16 +292,44 @@ export class IoUring {
     Atomics.store(w, this.cqHeadAt, head);
   }
 
-  /** Waits for every write in flight (their completions to `done`), then releases the ring. Idempotent. */
+  /**
+   * Waits for every write in flight (their completions to `done`), then releases the ring
+   * and puts back the thread's kernel worker caps it replaced. Idempotent.
+   */
   close(done: Completion): void {
     if (this.closed) return;
     try {
       while (this.inFlight > 0) this.complete(true, done);
     } finally {
       this.closed = true;
+      if (this.replacedLimits !== null) this.c.register(SYS_IO_URING_REGISTER, this.fd, IORING_REGISTER_IOWQ_MAX_WORKERS, this.replacedLimits, 2);
       for (const [p, n] of this.maps) this.c.munmap(p, n);
       closeSync(this.fd);
     }
+  }
+}
+
+/**
+ * The calling thread's caps on its io_uring kernel workers, `[bounded, unbounded]`, read
+ * through a ring of its own (a cap of 0 asks without changing it); null where io_uring or
+ * the query (Linux 5.15) is not available.
+ */
+export function kernelWorkerLimits(): [number, number] | null {
+  const c = loadCalls();
+  if (c === null) return null;
+  const params = Buffer.alloc(PARAMS_BYTES);
+  let fd: number;
+  try {
+    fd = Number(c.setup(SYS_IO_URING_SETUP, 1, params));
+  } catch {
+    return null;
+  }
+  if (fd < 0) return null;
+  try {
+    const limits = new Uint32Array([0, 0]);
+    return Number(c.register(SYS_IO_URING_REGISTER, fd, IORING_REGISTER_IOWQ_MAX_WORKERS, limits, 2)) === 0 ? [limits[0] as number, limits[1] as number] : null;
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { IoUring, ioUringUsable } from '../../src/io/io-uring.js';
+import { IoUring, ioUringUsable, kernelWorkerLimits } from '../../src/io/io-uring.js';
 import { ChunkSlots } from '../../src/ops/chunk-slots.js';
 import { ALLOCATE_MIN_BYTES, SCATTERED_WRITES, UringWriter } from '../../src/ops/uring-writer.js';
 import { CLI, run, runVdisk } from '../helpers/cli.js';
@@ -152,6 +152,22 @@ describe.skipIf(!usable)('IoUring', () => {
     // Linux 6.18 runs the write after a failed fallocate (the operation does not fail its
     // link); a kernel that cancels the link completes it with -ECANCELED.
     expect([4096, -125]).toContain(seen.get(1));
+  });
+
+  it("caps this thread's kernel workers at one while open, and puts the caps back when closed", () => {
+    const before = kernelWorkerLimits();
+    if (before === null) {
+      console.warn('uring-writer.test.ts: the kernel worker caps cannot be read here (before Linux 5.15): NOT checked');
+      return;
+    }
+    const ring = IoUring.create(2);
+    if (ring === null) throw new Error('no ring');
+    try {
+      expect(kernelWorkerLimits()).toEqual([1, before[1]]);
+    } finally {
+      ring.close(() => undefined);
+    }
+    expect(kernelWorkerLimits()).toEqual(before);
   });
 
   it("gives a typed array's own address (a subarray's is offset by its start)", () => {
