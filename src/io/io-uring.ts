@@ -215,41 +215,28 @@ export class IoUring {
   write(fd: number, address: number, length: number, position: number, tag: number, done: Completion, allocateTag?: number): void {
     const needed = allocateTag === undefined ? 1 : 2;
     while (this.inFlight + needed > this.entries) this.complete(true, done);
-    if (allocateTag !== undefined) {
-      // fallocate's entry: `off` the offset, `addr` the length, `len` the mode.
-      const o = this.nextEntry();
-      const s = this.sqes;
-      s.setUint8(o, IORING_OP_FALLOCATE);
-      s.setUint8(o + 1, IOSQE_IO_LINK);
-      s.setInt32(o + 4, fd, true);
-      s.setBigUint64(o + 8, BigInt(position), true);
-      s.setBigUint64(o + 16, BigInt(length), true);
-      s.setUint32(o + 24, FALLOC_FL_KEEP_SIZE, true);
-      s.setBigUint64(o + 32, BigInt(allocateTag), true);
-      this.publish();
-    }
-    const o = this.nextEntry();
-    const s = this.sqes;
-    s.setUint8(o, IORING_OP_WRITE);
-    s.setInt32(o + 4, fd, true);
-    s.setBigUint64(o + 8, BigInt(position), true);
-    s.setBigUint64(o + 16, BigInt(address), true);
-    s.setUint32(o + 24, length, true);
-    s.setBigUint64(o + 32, BigInt(tag), true);
-    this.publish();
+    // fallocate's entry takes the offset in `off`, the length in `addr`, the mode in `len`.
+    if (allocateTag !== undefined) this.queueEntry(IORING_OP_FALLOCATE, IOSQE_IO_LINK, fd, position, length, FALLOC_FL_KEEP_SIZE, allocateTag);
+    this.queueEntry(IORING_OP_WRITE, 0, fd, position, address, length, tag);
   }
 
-  /** The byte offset of the next submission entry, cleared. */
-  private nextEntry(): number {
+  /**
+   * Fills the next submission entry (`struct io_uring_sqe`: opcode, flags, fd, off, addr,
+   * len, user_data; the rest zero) and makes it visible to the kernel.
+   */
+  private queueEntry(opcode: number, flags: number, fd: number, off: number, addr: number, len: number, tag: number): void {
     const index = this.sqTail & this.sqMask;
     const o = index * SQE_BYTES;
-    for (let i = 0; i < SQE_BYTES; i += 8) this.sqes.setBigUint64(o + i, 0n, true);
+    const s = this.sqes;
+    for (let i = 0; i < SQE_BYTES; i += 8) s.setBigUint64(o + i, 0n, true);
+    s.setUint8(o, opcode);
+    s.setUint8(o + 1, flags);
+    s.setInt32(o + 4, fd, true);
+    s.setBigUint64(o + 8, BigInt(off), true);
+    s.setBigUint64(o + 16, BigInt(addr), true);
+    s.setUint32(o + 24, len, true);
+    s.setBigUint64(o + 32, BigInt(tag), true);
     this.ringWords[this.sqArrayAt + index] = index;
-    return o;
-  }
-
-  /** Makes the entry {@link nextEntry} filled visible to the kernel. */
-  private publish(): void {
     this.sqTail = (this.sqTail + 1) >>> 0;
     Atomics.store(this.ringWords, this.sqTailAt, this.sqTail);
     this.unsubmitted++;
