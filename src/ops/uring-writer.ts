@@ -4,7 +4,8 @@
  * writer thread is behind, and queues the non-zero spans; the kernel writes them on its
  * own worker thread while this thread reads the next chunks. No JavaScript thread is
  * started for the output (a Node worker costs ~40 ms of CPU to boot, on a machine whose
- * two cores this conversion keeps busy).
+ * two cores this conversion keeps busy). While the output streams, each long write's range
+ * is allocated just before it ({@link ALLOCATE_MIN_BYTES}).
  *
  * Same contract as the writer thread's queue (formats/workers/output-writer.ts) for the
  * calls ops/convert-parallel.ts makes of either: a slot may be refilled once
@@ -69,7 +70,7 @@ export class UringWriter {
    * that fails (a file system without `fallocate`, say: its write is then queued again on
    * its own).
    */
-  private allocate: boolean;
+  private allocate = true;
 
   /** Each slot's address, found at its first write (slots are allocated as they are first used: ops/chunk-slots.ts). */
   private readonly addresses: Array<number | null | undefined>;
@@ -78,29 +79,24 @@ export class UringWriter {
     private readonly ring: IoUring,
     private readonly outFd: number,
     private readonly slots: ChunkSlots,
-    allocate: boolean,
   ) {
-    this.allocate = allocate;
     this.pending = new Int32Array(slots.count);
     this.addresses = new Array<number | null | undefined>(slots.count).fill(undefined);
   }
 
-  /**
-   * A writer for `slots` to `outFd`, or null where io_uring cannot be used. `allocate`
-   * (default true): large writes allocate their range first ({@link ALLOCATE_MIN_BYTES}).
-   */
-  static create(outFd: number, slots: ChunkSlots, allocate = true): UringWriter | null {
+  /** A writer for `slots` to `outFd`, or null where io_uring cannot be used. */
+  static create(outFd: number, slots: ChunkSlots): UringWriter | null {
     // Slot 0 (the first one filled) tells whether koffi gives buffer addresses at all.
     const first = IoUring.addressOf(slots.view(0));
     if (first === null) return null;
     const ring = IoUring.create(RING_ENTRIES);
     if (ring === null) return null;
-    const w = new UringWriter(ring, outFd, slots, allocate);
+    const w = new UringWriter(ring, outFd, slots);
     w.addresses[0] = first;
     return w;
   }
 
-  /** Whether large writes still allocate their range first (false once an allocation failed). */
+  /** Whether long writes still allocate their range first (false once the output is scattered, or an allocation failed). */
   get allocating(): boolean {
     return this.allocate;
   }
