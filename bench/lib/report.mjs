@@ -93,7 +93,7 @@ export function renderResults(res) {
     L.push(`| ${w.id} | ${esc(w.short)}${noisy} | ${fmtMs(ev.vMedian)} | ${fmtMs(ev.qMedian)} | **${ev.ratio.toFixed(2)}** | ${targetText(w.targets)} | ${metText(ev)} | ${ev.vRssMiB.toFixed(0)} MiB | ${seeksText(w.strace)} | ${w.check.ok ? 'identical' : '**MISMATCH**'} | ${Number.isFinite(ev.cpuRatio) ? ev.cpuRatio.toFixed(2) : 'n/a'} |`);
   }
   L.push('');
-  L.push(`**${met} of ${res.workloads.length} workloads meet every target.** Ratio = median vdisk wall time / median QEMU wall time, whole process (Node start-up included), ${res.runs} timed runs per side after ${res.warmup} warm-up run, alternating vdisk / QEMU. Peak RSS is the largest of all of vdisk's runs. The CPU-time ratio (median user+sys time of vdisk / of QEMU) is not a target; it is less disturbed by other load than the wall-time ratio. ⚠ marks workloads during whose timed runs other processes used more than 0.2 cores on average (machine busy time from /proc/stat minus the measured processes' CPU time).`);
+  L.push(`**${met} of ${res.workloads.length} workloads meet every target.** Ratio = median vdisk wall time / median QEMU wall time, whole process (Node start-up included), ${res.runs} timed runs per side after ${res.warmup} warm-up run, alternating vdisk / QEMU. Peak RSS is the largest of all of vdisk's runs. The CPU-time ratio (median user+sys time of vdisk / of QEMU) is not a target; it is less disturbed by other load than the wall-time ratio. ⚠ marks workloads during whose timed runs other processes used more than 0.2 cores on average (machine busy time from /proc/stat minus the CPU time of the harness and of its children, as the kernel sums it).`);
   L.push('');
 
   const m = res.machine;
