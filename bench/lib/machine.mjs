@@ -43,7 +43,14 @@ function buildId(snap) {
   try {
     const bin = path.join(snap, 'dist', 'cli', 'bin.js');
     const sha = createHash('sha256').update(readFileSync(bin)).digest('hex').slice(0, 12);
-    return `dist/cli/bin.js of ${statSync(bin).mtime.toISOString()} (sha256 ${sha}…)`;
+    let flags = 'none';
+    try {
+      // The start-up snapshot's stamp: node, inode, then the V8 flags it was built (and runs) with.
+      flags = readFileSync(path.join(snap, 'dist', 'cli', 'vdisk.blob.node'), 'utf8').split('\n')[2] || 'none';
+    } catch {
+      flags = 'no start-up snapshot';
+    }
+    return `dist/cli/bin.js of ${statSync(bin).mtime.toISOString()} (sha256 ${sha}…); start-up snapshot's V8 flags: ${flags}`;
   } catch {
     return 'dist missing';
   }
