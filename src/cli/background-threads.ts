@@ -12,6 +12,11 @@
  * (a tenth of the main thread's weight), such a thread no longer preempts the main thread;
  * on an idle core it runs at full speed all the same.
  *
+ * Not for the commands that run worker threads of their own (convert, compare): V8's
+ * background thread also collects their heaps' garbage, and lowered behind three busy
+ * threads it fell behind — a zlib conversion's peak RSS grew from 180-197 to 249-293 MiB
+ * (W4-zlib, BENCHMARKS.md fifteenth round).
+ *
  * Only the threads that exist when this runs are lowered: the ones the CLI starts later
  * (worker threads of a conversion, libuv's thread pool, the io_uring ring's kernel worker)
  * keep the main thread's priority. The start-up snapshot's entry (snapshot-main.ts) calls
@@ -28,6 +33,14 @@ export const BACKGROUND_NICE_STEP = 10;
 
 /** The lowest priority (highest nice value) Linux allows. */
 const NICE_MAX = 19;
+
+/** The commands that run worker threads of their own (see the module comment). */
+const WORKER_COMMANDS: ReadonlySet<string> = new Set(['convert', 'compare']);
+
+/** {@link lowerBackgroundThreads} unless `command` runs worker threads of its own; how many were lowered. */
+export function lowerBackgroundThreadsFor(command: string | undefined): number {
+  return command !== undefined && WORKER_COMMANDS.has(command) ? 0 : lowerBackgroundThreads();
+}
 
 /**
  * Lowers the priority of every thread of this process but the calling main thread by

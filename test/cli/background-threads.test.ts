@@ -2,7 +2,8 @@
  * The background threads' priority (src/cli/background-threads.ts), in child processes:
  * every thread Node started before the call is lowered by ten nice levels from where it
  * was (at most 19), the main thread is left alone, threads started afterwards keep the
- * main thread's priority; and the `vdisk` command does it from its start-up snapshot.
+ * main thread's priority; not for the commands that run worker threads; and the `vdisk`
+ * command does it from its start-up snapshot.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -69,6 +70,27 @@ describe.runIf(LINUX)('lowerBackgroundThreads', () => {
     expect(p.before[p.main]).toBe(15);
     expect(p.after[p.main]).toBe(15);
     for (const t of Object.keys(p.after).filter((x) => x !== p.main)) expect(p.after[t], `thread ${t}`).toBe(19);
+  });
+
+  it('leaves them alone for the commands that run worker threads of their own', async () => {
+    const r = await run(process.execPath, ['--input-type=module', '-e', `
+      const { lowerBackgroundThreadsFor } = await import(${JSON.stringify(MODULE)});
+      const { getPriority } = await import('node:os');
+      const { readdirSync } = await import('node:fs');
+      const others = () => readdirSync('/proc/self/task').filter((t) => t !== String(process.pid)).map((t) => getPriority(Number(t)));
+      const base = getPriority();
+      const out = { convert: lowerBackgroundThreadsFor('convert'), compare: lowerBackgroundThreadsFor('compare'), untouched: others() };
+      out.map = lowerBackgroundThreadsFor('map');
+      out.lowered = others();
+      out.base = base;
+      console.log(JSON.stringify(out));
+    `]);
+    expect(r.status, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout) as { convert: number; compare: number; map: number; untouched: number[]; lowered: number[]; base: number };
+    expect([o.convert, o.compare]).toEqual([0, 0]);
+    expect(o.untouched.every((n) => n === o.base)).toBe(true);
+    expect(o.map).toBe(o.lowered.length);
+    expect(o.lowered.every((n) => n === Math.min(19, o.base + 10))).toBe(true);
   });
 
   it('is done by the vdisk command, started from its snapshot, before the command runs', async () => {
