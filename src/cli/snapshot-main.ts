@@ -20,7 +20,6 @@ import { main } from './main.js';
 import { warmUp } from './snapshot-warmup.js';
 import { watchStdoutErrors } from './stdout-errors.js';
 import { finish } from './finish.js';
-import { lowerBackgroundThreadsFor } from './background-threads.js';
 
 /** Where `import.meta.url` points in this bundle. */
 function setModuleUrl(dir: string): void {
@@ -52,7 +51,6 @@ if (warmUpImage !== undefined && warmUpImage !== '') {
 }
 
 startupSnapshot.setDeserializeMainFunction(() => {
-  lowerBackgroundThreadsFor(process.argv[2]);
   setModuleUrl(process.argv[1] ?? '.');
   watchStdoutErrors();
   void main(process.argv.slice(2)).then(finish);
