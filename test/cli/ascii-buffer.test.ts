@@ -59,7 +59,7 @@ describe('AsciiBuffer to a descriptor', () => {
       await out.flush();
       expect(readFileSync(file).equals(Buffer.concat(expected))).toBe(true);
       // The long chunk was handed to writeSync itself (no copy into the buffer), after the piece before it.
-      const calls = vi.mocked(fs.writeSync).mock.calls;
+      const calls = vi.mocked(fs.writeSync).mock.calls as unknown as ReadonlyArray<readonly unknown[]>;
       const direct = calls.findIndex((c) => c[1] === long);
       expect(direct).toBe(1);
       expect((calls[0]?.[1] as Uint8Array).length).toBe('[{ "start": 0'.length);
