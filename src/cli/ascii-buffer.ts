@@ -4,7 +4,8 @@
  * entries allocates neither strings nor fresh buffers (a buffer returns to the pool when
  * the stream has written it). When the stream is standard output to a file or a device
  * (Node writes those synchronously), the bytes go to its descriptor with `writeSync` and
- * the one buffer is reused at once; a failed write there is an `IO_STDOUT` error.
+ * the one buffer is reused at once, long chunks without passing through it; a failed write
+ * there is an `IO_STDOUT` error.
  */
 import { writeSync } from 'node:fs';
 import { stdoutError } from './stdout-errors.js';
@@ -66,8 +67,8 @@ export class AsciiBuffer {
     }
     if (this.pos + n > this.buf.length) this.spill();
     if (n > this.buf.length) {
-      if (this.fd !== null) writeAll(this.fd, bytes);
-      else this.stream.write(Buffer.from(bytes));
+      // Longer than the buffer (and the output not a descriptor, which took it above).
+      this.stream.write(Buffer.from(bytes));
       return;
     }
     const b = this.buf;
