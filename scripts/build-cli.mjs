@@ -32,12 +32,12 @@ import { findCodeCache, namedBuiltins, probeScript, trimCodeCache } from './snap
  * deriving new hash secrets at every start — a prime search of 4-7 ms per start in Node
  * 20.20 (`HashSeed::InitializeRoots`). The seed stays private to this installation: the
  * launcher uses the snapshot only with the node file that built it.
- * --concurrent-sparkplug: V8 compiles the functions that run often into baseline
- * (Sparkplug) code on its background thread, the machine's other core, instead of on the
- * main thread. A command's functions run from bytecode until then; a snapshot cannot hold
- * that code, so every start compiled it anew (~1 ms of a map of BENCHMARKS.md's W5 chain).
+ * Not --concurrent-sparkplug (baseline code compiled on V8's background thread, ~1 ms of a
+ * W5 map): in Node 20.20 a process could hang at exit with it, the background compile
+ * waiting for a garbage collection that the exiting main thread, joining that thread,
+ * never runs (BENCHMARKS.md, fifteenth round).
  */
-const SNAPSHOT_FLAGS = ['--no-rehash-snapshot', '--concurrent-sparkplug'];
+const SNAPSHOT_FLAGS = ['--no-rehash-snapshot'];
 /** Packages the CLI may `require` at run time (their resolution loads built-ins). */
 const OPTIONAL_PACKAGES = ['koffi', 'zstd-napi/binding', '@bokuweb/zstd-wasm'];
 
