@@ -43,7 +43,7 @@ function buildId(snap) {
   try {
     const bin = path.join(snap, 'dist', 'cli', 'bin.js');
     const sha = createHash('sha256').update(readFileSync(bin)).digest('hex').slice(0, 12);
-    let flags = 'none';
+    let flags;
     try {
       // The start-up snapshot's stamp: node, inode, then the V8 flags it was built (and runs) with.
       flags = readFileSync(path.join(snap, 'dist', 'cli', 'vdisk.blob.node'), 'utf8').split('\n')[2] || 'none';
