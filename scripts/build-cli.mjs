@@ -32,12 +32,18 @@ import { findCodeCache, namedBuiltins, probeScript, trimCodeCache } from './snap
  * deriving new hash secrets at every start — a prime search of 4-7 ms per start in Node
  * 20.20 (`HashSeed::InitializeRoots`). The seed stays private to this installation: the
  * launcher uses the snapshot only with the node file that built it.
+ * --no-sparkplug --interrupt-budget=32768: no baseline (Sparkplug) code; functions go from
+ * the interpreter straight to TurboFan, after half of V8's usual budget of bytecode run.
+ * The snapshot cannot keep baseline code, so with Sparkplug every command compiled it again
+ * on the main thread as its functions warmed up: ~1.3 ms of a W5 map (~32 ms), where no
+ * function runs long enough to repay it. Long maps make up for it with TurboFan sooner (W1
+ * 163 against 166 ms, W2 45.3 against 46.2; BENCHMARKS.md, sixteenth round).
  * Not --concurrent-sparkplug (baseline code compiled on V8's background thread, ~1 ms of a
  * W5 map): in Node 20.20 a process could hang at exit with it, the background compile
  * waiting for a garbage collection that the exiting main thread, joining that thread,
  * never runs (BENCHMARKS.md, fifteenth round).
  */
-const SNAPSHOT_FLAGS = ['--no-rehash-snapshot'];
+const SNAPSHOT_FLAGS = ['--no-rehash-snapshot', '--no-sparkplug', '--interrupt-budget=32768'];
 /** Packages the CLI may `require` at run time (their resolution loads built-ins). */
 const OPTIONAL_PACKAGES = ['koffi', 'zstd-napi/binding', '@bokuweb/zstd-wasm'];
 
