@@ -38,12 +38,19 @@ import { findCodeCache, namedBuiltins, probeScript, trimCodeCache } from './snap
  * on the main thread as its functions warmed up: ~1.3 ms of a W5 map (~32 ms), where no
  * function runs long enough to repay it. Long maps make up for it with TurboFan sooner (W1
  * 163 against 166 ms, W2 45.3 against 46.2; BENCHMARKS.md, sixteenth round).
+ * --wasm-tiering-budget=100000000 (V8's default: 1,800,000): the WebAssembly kernels stay in
+ * Liftoff code unless a function runs long (about 50 times longer than in a W5 map). With
+ * the default, a W5 map sent six of its kernel functions to TurboFan on V8's background
+ * thread, ~6 ms of compiling that the map, over before the code arrives, hardly used; on
+ * a machine whose other core is busy it ran on the map's own core (W5 on one core: 36.3
+ * against 30.9 ms; on two: p75 31.8 against 30.9). Long workloads still tier up, a little
+ * later (W1 +1-2 %, W2 45.8 against 43.5 ms; BENCHMARKS.md, sixteenth round).
  * Not --concurrent-sparkplug (baseline code compiled on V8's background thread, ~1 ms of a
  * W5 map): in Node 20.20 a process could hang at exit with it, the background compile
  * waiting for a garbage collection that the exiting main thread, joining that thread,
  * never runs (BENCHMARKS.md, fifteenth round).
  */
-const SNAPSHOT_FLAGS = ['--no-rehash-snapshot', '--no-sparkplug', '--interrupt-budget=32768'];
+const SNAPSHOT_FLAGS = ['--no-rehash-snapshot', '--no-sparkplug', '--interrupt-budget=32768', '--wasm-tiering-budget=100000000'];
 /** Packages the CLI may `require` at run time (their resolution loads built-ins). */
 const OPTIONAL_PACKAGES = ['koffi', 'zstd-napi/binding', '@bokuweb/zstd-wasm'];
 

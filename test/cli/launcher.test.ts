@@ -57,7 +57,7 @@ describe('vdisk launcher', () => {
   it('was built with a start-up snapshot for this node, with the V8 flags it names', () => {
     expect(existsSync(path.join(DIST, 'vdisk.blob'))).toBe(true);
     const node = realpathSync(process.execPath);
-    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8')).toBe(`${node}\n${statSync(node).ino}\n--no-rehash-snapshot --no-sparkplug --interrupt-budget=32768\n`);
+    expect(readFileSync(path.join(DIST, 'vdisk.blob.node'), 'utf8')).toBe(`${node}\n${statSync(node).ino}\n--no-rehash-snapshot --no-sparkplug --interrupt-budget=32768 --wasm-tiering-budget=100000000\n`);
   });
 
   it('refuses the snapshot without its V8 flags (so the launcher must pass them)', async () => {
