@@ -38,9 +38,10 @@ import { findCodeCache, namedBuiltins, probeScript, trimCodeCache } from './snap
  * on the main thread as its functions warmed up: ~1.3 ms of a W5 map (~32 ms), where no
  * function runs long enough to repay it. Long maps make up for it with TurboFan sooner (W1
  * 163 against 166 ms, W2 45.3 against 46.2; BENCHMARKS.md, sixteenth round).
- * --wasm-tiering-budget=100000000 (V8's default: 1,800,000): the WebAssembly kernels stay in
- * Liftoff code unless a function runs long (about 50 times longer than in a W5 map). With
- * the default, a W5 map sent six of its kernel functions to TurboFan on V8's background
+ * --wasm-tiering-budget=100000000 (V8's default: 1,800,000, in V8's rough count of bytes
+ * executed): the WebAssembly kernels stay in Liftoff code unless a function runs long (a
+ * W5 map's busiest ones stay around 30 million). With
+ * the default, a W5 map sent up to five kernel functions to TurboFan on V8's background
  * thread, ~6 ms of compiling that the map, over before the code arrives, hardly used; on
  * a machine whose other core is busy it ran on the map's own core (W5 on one core: 36.3
  * against 30.9 ms; on two: p75 31.8 against 30.9). Long workloads still tier up, a little
