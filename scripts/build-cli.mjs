@@ -40,12 +40,12 @@ import { findCodeCache, namedBuiltins, probeScript, trimCodeCache } from './snap
  * 163 against 166 ms, W2 45.3 against 46.2; BENCHMARKS.md, sixteenth round).
  * --wasm-tiering-budget=100000000 (V8's default: 1,800,000, in V8's rough count of bytes
  * executed): the WebAssembly kernels stay in Liftoff code unless a function runs long (a
- * W5 map's busiest ones stay around 30 million). With
- * the default, a W5 map sent up to five kernel functions to TurboFan on V8's background
- * thread, ~6 ms of compiling that the map, over before the code arrives, hardly used; on
- * a machine whose other core is busy it ran on the map's own core (W5 on one core: 36.3
- * against 30.9 ms; on two: p75 31.8 against 30.9). Long workloads still tier up, a little
- * later (W1 +1-2 %, W2 45.8 against 43.5 ms; BENCHMARKS.md, sixteenth round).
+ * W5 map's busiest ones stay around 30 million). With the default, a W5 map sent up to
+ * five kernel functions to TurboFan on V8's background thread, ~6 ms of compiling that the
+ * map, over before the code arrives, hardly used; on a machine whose other core is busy it
+ * ran on the map's own core (W5 on one core: 36.3 against 30.9 ms; on two: p75 31.8
+ * against 30.9). Long workloads still tier up, a little later (W1 +1-2 %, W2 45.8 against
+ * 43.5 ms; BENCHMARKS.md, sixteenth round).
  * Not --concurrent-sparkplug (baseline code compiled on V8's background thread, ~1 ms of a
  * W5 map): in Node 20.20 a process could hang at exit with it, the background compile
  * waiting for a garbage collection that the exiting main thread, joining that thread,
