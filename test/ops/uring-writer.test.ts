@@ -238,9 +238,11 @@ describe.skipIf(!usable)('UringWriter', () => {
     expect(w.allocating).toBe(true);
     const ext = extents(file);
     if (ext !== null && ext.length > 0) {
+      // Allocated by `fallocate` (unwritten until write-back), not left to delayed allocation.
+      // Where ext4 puts each range is its own choice: successive ranges are not always at
+      // rising block numbers (a fresh clone's run put one 5,120 blocks before the end of the
+      // one allocated before it), so their order is not checked here.
       expect(ext.every((e) => e.flags.includes('unwritten'))).toBe(true);
-      // One kernel worker: the allocations ran in the order queued, each after the last.
-      for (let k = 1; k < ext.length; k++) expect((ext[k] as { physical: number }).physical).toBeGreaterThanOrEqual((ext[k - 1] as { physical: number; length: number }).physical + (ext[k - 1] as { length: number }).length);
     }
     // Short writes (one block each, holes between): allocating stops after SCATTERED_WRITES of them.
     slots.view(1).set(pattern(4096, 5));
