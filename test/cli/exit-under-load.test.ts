@@ -8,8 +8,9 @@
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { qemuIo } from '../helpers/backup-tools.js';
 import { REPO_ROOT, run } from '../helpers/cli.js';
-import { hasTool } from '../helpers/qemu.js';
+import { hasTool, qemuImg } from '../helpers/qemu.js';
 import { makeTempDir, removeTempDir } from '../helpers/tmp.js';
 
 const LAUNCHER = path.join(REPO_ROOT, 'dist', 'cli', 'vdisk');
@@ -25,19 +26,15 @@ describe.skipIf(!hasQemu)('vdisk processes under load', () => {
   let dir = '';
   beforeAll(async () => {
     dir = makeTempDir('vdisk-exit-');
-    const img = path.join(dir, 'c2m.qcow2');
-    for (const [cmd, args] of [
-      ['qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', img, '20M']],
-      ['qemu-io', ['-f', 'qcow2', '-c', 'write 0 100k', '-c', 'write 9M 3M', img]],
-    ] as const) {
-      const r = await run(cmd, args);
-      expect(r.status, r.stderr).toBe(0);
-    }
+    const created = await qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', 'c2m.qcow2', '20M'], dir);
+    expect(created.status, created.stderr).toBe(0);
+    const written = await qemuIo('c2m.qcow2', dir, ['write 0 100k', 'write 9M 3M']);
+    expect(written.status, written.stderr).toBe(0);
   });
   afterAll(() => removeTempDir(dir));
 
   it(`all end: ${AT_ONCE * BATCHES} checks of a 2 MiB-cluster image, ${AT_ONCE} at a time`, async () => {
-    const want = await run('qemu-img', ['check', 'c2m.qcow2'], { cwd: dir });
+    const want = await qemuImg(['check', 'c2m.qcow2'], dir);
     const outcomes: string[] = [];
     for (let b = 0; b < BATCHES; b++) {
       const batch = Array.from({ length: AT_ONCE }, async () => {
